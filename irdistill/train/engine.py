@@ -1,0 +1,270 @@
+"""Training on the Hugging Face Trainer: groups in, a saved cross-encoder out.
+
+The Trainer brings gradient accumulation, mixed precision, gradient checkpointing,
+checkpoints and exact resume (model, optimizer, scheduler, RNG and sampler position), and
+DDP under ``torchrun``/``accelerate launch``. irdistill adds the group data, the collator that
+assembles pre-tokenised pairs, and the loss on the ``[queries, list_size]`` score tensor.
+
+Output folder::
+
+    config.yaml        the resolved config
+    provenance.json    config hash, versions, data ids, seed
+    train_log.jsonl    one line per logging step (written as training goes)
+    checkpoints/       the Trainer's checkpoints (the newest is resumed)
+    model/             the final model: a plain Hugging Face checkpoint
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from irdistill.config import Config, config_hash, dump_yaml, to_dict
+from irdistill.data.collection import Collection, load_collection
+from irdistill.data.sampling import Group, build_groups
+from irdistill.data.trec import Run, read_run
+from irdistill.errors import IrdistillError
+from irdistill.io import atomic_write
+from irdistill.losses import get_loss
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.tokenization import PairEncoder
+
+log = logging.getLogger(__name__)
+
+
+class GroupDataset(Dataset):
+    def __init__(self, groups: list[Group]):
+        self.groups = groups
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> Group:
+        return self.groups[index]
+
+
+@dataclass
+class GroupCollator:
+    """Turns groups into model inputs plus ``targets``/``mask`` ``[queries, list_size]``.
+
+    Texts were tokenised once before training; the collator only assembles and pads.
+    """
+
+    encoder: PairEncoder
+    query_tokens: dict[str, list[int]]
+    doc_tokens: dict[str, list[int]]
+
+    def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        width = max(len(g.doc_ids) for g in groups)
+        mask = torch.zeros((len(groups), width), dtype=torch.bool)
+        targets = torch.zeros((len(groups), width), dtype=torch.float)
+        pairs = []
+        for row, group in enumerate(groups):
+            q = self.query_tokens[group.query_id]
+            for col, (doc_id, target) in enumerate(zip(group.doc_ids, group.targets)):
+                pairs.append((q, self.doc_tokens[doc_id]))
+                mask[row, col] = True
+                targets[row, col] = target
+        batch = self.encoder.collate(pairs)
+        batch["targets"] = targets
+        batch["mask"] = mask
+        return batch
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class GroupTrainer(Trainer):
+        """Trainer whose loss is a pure function of the [queries, list_size] scores."""
+
+        def __init__(self, *args, loss_fn, loss_params, head_lr=None, on_nan="stop", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss_fn = loss_fn
+            self.loss_params = loss_params
+            self.head_lr = head_lr
+            self.on_nan = on_nan
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets = inputs.pop("targets")
+            mask = inputs.pop("mask")
+            logits = model(**inputs).logits[:, 0]
+            scores = logits.new_zeros(mask.shape)
+            scores = scores.masked_scatter(mask, logits.to(scores.dtype))
+            loss = self.loss_fn(scores.float(), targets.float(), mask, **self.loss_params)
+            if not torch.isfinite(loss):
+                step = self.state.global_step + 1
+                if self.on_nan == "skip":
+                    log.warning("non-finite loss at step %d: batch skipped", step)
+                    loss = (scores * 0.0).sum()
+                else:
+                    raise IrdistillError(
+                        f"training loss became {loss.item()} at step {step}",
+                        hint="the last good checkpoint is kept; lower train.lr, use fp32, or set "
+                             "train.on_nan=skip to skip such batches")
+            return (loss, scores) if return_outputs else loss
+
+        def create_optimizer(self, model=None):
+            if self.head_lr is None or self.optimizer is not None:
+                return super().create_optimizer(model)
+            model = model or self.model
+            prefix = getattr(model, "base_model_prefix", "")
+            encoder, head = [], []
+            for name, param in model.named_parameters():
+                if param.requires_grad:
+                    (encoder if prefix and name.startswith(prefix + ".") else head).append(param)
+            self.optimizer = torch.optim.AdamW(
+                [{"params": encoder, "lr": self.args.learning_rate},
+                 {"params": head, "lr": self.head_lr}],
+                weight_decay=self.args.weight_decay)
+            return self.optimizer
+
+    return GroupTrainer
+
+
+def _log_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    return JsonlLog()
+
+
+def candidate_run(config: Config, collection: Collection) -> Run:
+    """The run training groups are sampled from: the given file, or BM25 over the collection."""
+    if config.data.run:
+        return read_run(config.data.run, depth=config.data.depth)
+    from irdistill.retrieval.bm25 import bm25_run
+
+    queries = sorted(collection.require_qrels())
+    queries = [q for q in queries if q in collection.queries]
+    return bm25_run(collection, k=config.data.depth, query_ids=queries)
+
+
+def build_training_groups(config: Config, collection: Collection, run: Run) -> list[Group]:
+    """Groups for every epoch, concatenated, so one pass of the Trainer covers all epochs."""
+    if config.data.max_queries:
+        keep = sorted(run)[: config.data.max_queries]
+        run = {q: run[q] for q in keep}
+    epochs = max(1, math.ceil(config.train.epochs))
+    groups: list[Group] = []
+    for epoch in range(epochs):
+        groups += build_groups(config.data.mode, epoch=epoch, run=run, qrels=collection.qrels,
+                               collection=collection, negatives=config.data.negatives,
+                               depth=config.data.depth, sampling=config.data.sampling,
+                               seed=config.train.seed, teacher_run=config.data.teacher_run,
+                               force_positive=config.data.force_positive)
+    per_epoch = len(groups) // epochs
+    return groups[: max(1, round(per_epoch * config.train.epochs))]
+
+
+def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[Group]
+                    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Tokenise every query and document of the groups once."""
+    qids = sorted({g.query_id for g in groups})
+    dids = sorted({d for g in groups for d in g.doc_ids})
+    queries = collection.query_texts(qids)
+    query_tokens = dict(zip(qids, encoder.encode_queries([queries[q] for q in qids])))
+    doc_tokens: dict[str, list[int]] = {}
+    for start in range(0, len(dids), 4096):
+        chunk = dids[start:start + 4096]
+        texts = collection.docs.get_many(chunk)
+        doc_tokens.update(zip(chunk, encoder.encode_docs([texts[d] for d in chunk])))
+    return query_tokens, doc_tokens
+
+
+def train(config: Config, output_dir: str | Path, *, collection: Collection | None = None,
+          run: Run | None = None, show_progress: bool = True) -> Path:
+    """Train a cross-encoder as ``config`` says; return the folder of the saved model.
+
+    If ``output_dir/model`` exists the run is finished and nothing is done; if checkpoints
+    exist, training resumes from the newest.
+    """
+    from transformers import TrainingArguments
+
+    from irdistill.provenance import write_provenance
+    from irdistill.utils import seed_everything
+
+    output_dir = Path(output_dir)
+    model_dir = output_dir / "model"
+    if (model_dir / "config.json").exists():
+        log.info("%s is finished; nothing to do", model_dir)
+        return model_dir
+    loss_fn = get_loss(config.loss)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(config)
+    with atomic_write(output_dir / "config.yaml") as handle:
+        handle.write(dump_yaml(config))
+
+    collection = collection or load_collection(config.data.collection, config.data.split)
+    run = run if run is not None else candidate_run(config, collection)
+    groups = build_training_groups(config, collection, run)
+    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
+                     data={"collection": collection.name, "run": config.data.run or "bm25",
+                           "groups": len(groups)}, seed=config.train.seed)
+
+    seed_everything(config.train.seed)  # the new head's initialisation depends on it
+    m = config.model
+    model = CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
+                                         max_doc_length=m.max_doc_length,
+                                         num_hidden_layers=m.num_hidden_layers, device="cpu")
+    query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+    log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
+             config.data.negatives + 1, config.loss)
+
+    t = config.train
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        num_train_epochs=1,  # the groups already cover every epoch
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16" and cuda,
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        dataloader_num_workers=t.num_workers,
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+        disable_tqdm=not show_progress,
+    )
+    trainer = _trainer_class()(
+        model=model.model, args=args, train_dataset=GroupDataset(groups),
+        data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),
+        loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
+        on_nan=t.on_nan, callbacks=[_log_callback(output_dir / "train_log.jsonl")])
+    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    resume = str(checkpoints[-1]) if checkpoints else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        model.model = trainer.model
+        tmp = output_dir / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tmp.rename(model_dir)
+    return model_dir

@@ -1,0 +1,40 @@
+"""Small shared helpers: cache folder, seeding, device choice, logging set-up."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where indexes and tokenised corpora are cached (``IRDISTILL_CACHE`` or ~/.cache/irdistill)."""
+    path = Path(os.environ.get("IRDISTILL_CACHE", Path.home() / ".cache" / "irdistill"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("ir_datasets", "bm25s", "transformers", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

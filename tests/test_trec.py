@@ -1,0 +1,62 @@
+import pytest
+
+from irdistill.data.trec import ranked, read_qrels, read_run, write_qrels, write_run
+from irdistill.errors import IrdistillError
+
+
+def test_run_round_trip_keeps_order_and_depth(tmp_path):
+    run = {"q1": {"a": 1.0, "b": 3.0, "c": 2.0}, "q2": {"x": 0.5}}
+    path = tmp_path / "run.trec"
+    write_run(path, run, tag="t")
+    lines = path.read_text().splitlines()
+    assert lines[0].split() == ["q1", "Q0", "b", "1", "3", "t"]
+    assert [l.split()[2] for l in lines[:3]] == ["b", "c", "a"]
+    assert read_run(path) == run
+    assert read_run(path, depth=2) == {"q1": {"b": 3.0, "c": 2.0}, "q2": {"x": 0.5}}
+
+
+def test_ties_broken_like_trec_eval():
+    # trec_eval sorts by score, then by document id in decreasing order
+    assert [d for d, _ in ranked({"a": 1.0, "c": 1.0, "b": 1.0})] == ["c", "b", "a"]
+
+
+def test_graded_qrels_stay_graded(tmp_path):
+    path = tmp_path / "qrels.txt"
+    write_qrels(path, {"q1": {"a": 2, "b": 0, "c": 3}})
+    assert read_qrels(path) == {"q1": {"a": 2, "b": 0, "c": 3}}
+
+
+@pytest.mark.parametrize("content, words", [
+    ("q1 Q0 d1 1 1.5\n", ["line 1", "6 columns", "found 5"]),
+    ("q1 Q0 d1 1 1.5 t\nq1 Q0 d2 2 abc t\n", ["line 2", "'abc' is not a number"]),
+    ("q1 Q0 d1 1 1.5 t\nq1 Q0 d1 2 1.0 t\n", ["line 2", "appears twice"]),
+    ("q1 Q0 d1 1 nan t\n", ["line 1", "not finite"]),
+])
+def test_bad_run_lines_name_the_line(tmp_path, content, words):
+    path = tmp_path / "bad.trec"
+    path.write_text(content)
+    with pytest.raises(IrdistillError) as info:
+        read_run(path)
+    message = str(info.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_bad_files(tmp_path):
+    empty = tmp_path / "empty.trec"
+    empty.write_text("")
+    with pytest.raises(IrdistillError, match="empty"):
+        read_run(empty)
+    with pytest.raises(IrdistillError, match="directory"):
+        read_run(tmp_path)
+    with pytest.raises(IrdistillError, match="not found"):
+        read_run(tmp_path / "nope.trec")
+    latin = tmp_path / "latin.trec"
+    latin.write_bytes("q1 Q0 d\xe9 1 1.0 t\n".encode("latin-1"))
+    with pytest.raises(IrdistillError, match="UTF-8"):
+        read_run(latin)
+    qrels = tmp_path / "q.txt"
+    qrels.write_text("q1 0 d1 x\n")
+    with pytest.raises(IrdistillError, match="not an integer"):
+        read_qrels(qrels)
