@@ -7,7 +7,6 @@ error (:class:`irdistill.IrdistillError`) prints one ``error:`` line and exits w
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import traceback
@@ -127,15 +126,14 @@ def rerank(
     from irdistill.evaluation.rerank import rerank_run
     from irdistill.models.cross_encoder import CrossEncoder
 
+    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
+                                      precision=precision)
+    candidates = read_run(run, depth=depth) if run is not None else None
     coll = load_collection(collection, split)
-    if run is not None:
-        candidates = read_run(run, depth=depth)
-    else:
+    if candidates is None:
         from irdistill.retrieval.bm25 import bm25_run
 
         candidates = bm25_run(coll, depth)
-    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
-                                      precision=precision)
     out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size)
     write_run(output, out, tag="irdistill")
     typer.echo(f"wrote re-ranked run of {len(out)} queries to {output}")

@@ -36,5 +36,24 @@ def default_device() -> str:
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("ir_datasets", "bm25s", "transformers", "urllib3", "httpx", "filelock"):
+    for noisy in ("bm25s", "transformers", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_ir_datasets(logging.DEBUG if verbose else logging.WARNING)
+
+
+def quiet_ir_datasets(level: int = logging.WARNING) -> None:
+    """ir_datasets gives each of its loggers level INFO on creation; lower its chatter."""
+    try:
+        from ir_datasets import log as irds_log
+    except ImportError:
+        return
+    if getattr(irds_log.Logger, "_irdistill_level", None) is None:
+        original = irds_log.Logger.logger
+
+        def logger(self):
+            created = original(self)
+            created.setLevel(irds_log.Logger._irdistill_level)
+            return created
+
+        irds_log.Logger.logger = logger
+    irds_log.Logger._irdistill_level = level

@@ -1,0 +1,114 @@
+"""The command line end to end on small inputs, and its handling of bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from irdistill.cli import app
+
+from conftest import DL19
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ("retrieve", "train", "rerank", "evaluate", "demo"):
+        assert name in result.output
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "irdistill", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "evaluate" in out.stdout
+
+
+def test_evaluate_dl19_writes_json(tmp_path):
+    out = tmp_path / "eval.json"
+    result = invoke("evaluate", DL19 / "rankllmdata_BM25_dl19_top100.trec",
+                    "--qrels", DL19 / "qrels.dl19-passage.txt",
+                    "--measures", "nDCG@10 RR@10", "-m", "AP", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "0.5058" in result.output
+    data = json.loads(out.read_text())
+    assert round(data["aggregate"]["nDCG@10"], 4) == 0.5058
+    assert set(data["aggregate"]) == {"nDCG@10", "RR@10", "AP"}
+    assert len(data["per_query"]) == 43 and "RR@10" in data["per_query"]["1037798"]
+
+
+@pytest.mark.parametrize("case", ["bad_run_line", "unknown_dataset", "missing_model"])
+def test_bad_input_one_line_error(tmp_path, scifact_available, case):
+    out = tmp_path / "out.trec"
+    if case == "bad_run_line":
+        bad = tmp_path / "bad.trec"
+        bad.write_text("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 oops t\n")
+        args = ["evaluate", bad, "--qrels", DL19 / "qrels.dl19-passage.txt"]
+        words = ["bad.trec, line 2", "'oops' is not a number"]
+    elif case == "unknown_dataset":
+        args = ["retrieve", "beir/scifakt/test", "--output", out]
+        words = ["unknown dataset id 'beir/scifakt/test'", "did you mean 'beir/scifact/test'"]
+    else:
+        args = ["rerank", tmp_path / "no-model", "beir/scifact/test", "--output", out]
+        words = ["no-model", "not found"]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_debug_flag_shows_traceback(tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("too few columns\n")
+    result = invoke("--debug", "evaluate", bad, "--qrels", DL19 / "qrels.dl19-passage.txt")
+    assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, scifact_available):
+    """The whole path on SciFact with a tiny random BERT: every command and every artefact."""
+    run = tmp_path / "bm25.trec"
+    assert invoke("retrieve", "beir/scifact/test", "--output", run, "--k", 20).exit_code == 0
+    assert len(run.read_text().splitlines()) == 300 * 20
+
+    out = tmp_path / "train"
+    result = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}",
+                    "--set", "data.max_queries=24", "--set", "data.negatives=3",
+                    "--set", "train.batch_size=4", "--set", "train.logging_steps=1",
+                    "--set", "train.save_steps=3", "--set", "model.max_doc_length=48",
+                    "--set", "loss=bce")
+    assert result.exit_code == 0, result.output
+    for name in ("config.yaml", "provenance.json", "train_log.jsonl", "model/config.json",
+                 "model/model.safetensors", "model/tokenizer.json"):
+        assert (out / name).exists(), name
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["config"]["loss"] == "bce" and len(provenance["config_hash"]) == 12
+    steps = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2, 3, 4, 5, 6]
+
+    reranked = tmp_path / "reranked.trec"
+    result = invoke("rerank", out / "model", "beir/scifact/test", "--run", run, "--depth", 5,
+                    "--output", reranked)
+    assert result.exit_code == 0, result.output
+    lines = reranked.read_text().splitlines()
+    assert len(lines) == 300 * 5
+    bm25_top5 = {tuple(l.split()[::2][:2]) for l in run.read_text().splitlines()
+                 if int(l.split()[3]) <= 5}
+    assert {tuple(l.split()[::2][:2]) for l in lines} == bm25_top5  # same candidates
+
+    metrics = tmp_path / "m.json"
+    assert invoke("evaluate", reranked, "--qrels", "beir/scifact/test", "--json",
+                  metrics).exit_code == 0
+    assert 0 <= json.loads(metrics.read_text())["aggregate"]["nDCG@10"] <= 1
+
+    again = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}")
+    assert again.exit_code == 0 and "model saved" in again.output  # finished: nothing redone
