@@ -120,7 +120,11 @@ def rerank(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: best).")]
     = None,
 ) -> None:
-    """Re-rank the top of a run with a cross-encoder and write the new run."""
+    """Re-rank the top of a run with a cross-encoder and write the new run.
+
+    Finished queries are kept in OUTPUT.partial.jsonl while it works: run the same command
+    again after an interruption and it goes on from there.
+    """
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run, write_run
     from irdistill.evaluation.rerank import rerank_run
@@ -134,8 +138,11 @@ def rerank(
         from irdistill.retrieval.bm25 import bm25_run
 
         candidates = bm25_run(coll, depth)
-    out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size)
+    partial = output.with_name(output.name + ".partial.jsonl")
+    out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size,
+                     checkpoint=partial)
     write_run(output, out, tag="irdistill")
+    partial.unlink(missing_ok=True)
     typer.echo(f"wrote re-ranked run of {len(out)} queries to {output}")
 
 

@@ -1,39 +1,98 @@
-"""Re-rank a run with a cross-encoder: all pairs of all queries scored together, longest first.
+"""Re-rank a run with a cross-encoder: pairs of many queries scored together, longest first.
 
-Each query and each document is tokenised once; pairs from every query are sorted by length
-into batches with dynamic padding, so little compute goes to padding.
+Each query and each document is tokenised once per run. Queries are processed in blocks of
+about ``block_pairs`` pairs; inside a block, pairs of all its queries are sorted by length into
+batches with dynamic padding, so little compute goes to padding. With a ``checkpoint`` file,
+each finished block is appended to it, and a restarted call skips the queries already
+there: an interrupted re-ranking loses at most one block. Block boundaries depend only on the
+run, so a resumed call computes exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run, ranked
+from irdistill.errors import IrdistillError
 from irdistill.models.cross_encoder import CrossEncoder
 
 log = logging.getLogger(__name__)
 
 
+def _blocks(qids: list[str], sizes: dict[str, int], block_pairs: int) -> list[list[str]]:
+    blocks, current, count = [], [], 0
+    for q in qids:
+        if current and count + sizes[q] > block_pairs:
+            blocks.append(current)
+            current, count = [], 0
+        current.append(q)
+        count += sizes[q]
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _read_checkpoint(path: Path) -> Run:
+    done: Run = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                # a line cut by a kill while being written: everything before it is good
+                log.warning("%s, line %d: incomplete record ignored", path, number)
+                break
+            done.update(record)
+    return done
+
+
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
-               batch_size: int = 64, max_tokens: int | None = None,
-               show_progress: bool = True) -> Run:
+               batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
+               checkpoint: str | Path | None = None, block_pairs: int = 20_000) -> Run:
     """Scores of ``model`` for each query's top-``depth`` documents of ``run``."""
     candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
     qids = sorted(candidates)
+    if not qids:
+        raise IrdistillError("the run to re-rank is empty")
     queries = collection.query_texts(qids)
-    doc_ids = sorted({d for ds in candidates.values() for d in ds})
-    q_tokens = dict(zip(qids, model.encoder.encode_queries([queries[q] for q in qids])))
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    done = _read_checkpoint(checkpoint) if checkpoint is not None else {}
+    if done:
+        log.info("resuming: %d of %d queries already scored in %s", len(done), len(qids),
+                 checkpoint)
+    total = sum(len(candidates[q]) for q in qids)
+    bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
+               desc="re-ranking", unit="pair", disable=not show_progress)
     d_tokens: dict[str, list[int]] = {}
-    for start in range(0, len(doc_ids), 4096):
-        chunk = doc_ids[start:start + 4096]
-        texts = collection.docs.get_many(chunk)
-        d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk])))
-    keys = [(q, d) for q in qids for d in candidates[q]]
-    log.info("re-ranking %d pairs of %d queries", len(keys), len(qids))
-    scores = model.score_ids([(q_tokens[q], d_tokens[d]) for q, d in keys],
-                             batch_size=batch_size, max_tokens=max_tokens,
-                             show_progress=show_progress)
-    out: Run = {q: {} for q in qids}
-    for (q, d), s in zip(keys, scores):
-        out[q][d] = s
-    return out
+    for block in _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs):
+        if all(q in done for q in block):
+            continue
+        q_tokens = dict(zip(block, model.encoder.encode_queries([queries[q] for q in block])))
+        new_docs = sorted({d for q in block for d in candidates[q]} - d_tokens.keys())
+        for start in range(0, len(new_docs), 4096):
+            chunk = new_docs[start:start + 4096]
+            texts = collection.docs.get_many(chunk)
+            d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk])))
+        keys = [(q, d) for q in block for d in candidates[q]]
+        scores = model.score_ids([(q_tokens[q], d_tokens[d]) for q, d in keys],
+                                 batch_size=batch_size, max_tokens=max_tokens)
+        scored: Run = {q: {} for q in block}
+        for (q, d), s in zip(keys, scores):
+            scored[q][d] = s
+        done.update(scored)
+        if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            with open(checkpoint, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(scored) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        bar.update(len(keys))
+    bar.close()
+    return {q: done[q] for q in qids}
