@@ -271,3 +271,15 @@ def test_better_order_lowers_the_loss(name):
     targets = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
     good = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
     assert LOSSES[name](good, targets).item() < LOSSES[name](good.flip(1), targets).item()
+
+
+def test_loss_params_are_checked():
+    from irdistill.losses import check_loss_params, loss_parameters
+
+    assert loss_parameters("lambdaloss") == {"mu": 10.0, "sigma": 1.0}
+    assert loss_parameters("bce") == {}
+    check_loss_params("infonce", {"temperature": 0.05})
+    with pytest.raises(IrdistillError, match="did you mean 'temperature'"):
+        check_loss_params("kl", {"temprature": 2})
+    with pytest.raises(IrdistillError, match="takes no parameters"):
+        check_loss_params("ranknet", {"sigma": 2})

@@ -15,7 +15,8 @@ from irdistill.losses import (approximate, listwise, pairwise, pointwise,  # noq
                               regularization)
 from irdistill.losses.base import LOSSES, REGULARIZERS, register
 
-__all__ = ["LOSSES", "REGULARIZERS", "register", "get_loss", "get_regularizer"]
+__all__ = ["LOSSES", "REGULARIZERS", "register", "get_loss", "get_regularizer",
+           "check_loss_params"]
 
 
 def get_loss(name: str):
@@ -37,3 +38,25 @@ def get_regularizer(name: str):
     if name not in REGULARIZERS:
         raise unknown_name("regularizer", name, REGULARIZERS)
     return REGULARIZERS[name]
+
+
+def loss_parameters(name: str) -> dict[str, object]:
+    """The parameters of loss ``name`` beyond scores, targets and mask, with their defaults."""
+    import inspect
+
+    signature = inspect.signature(get_loss(name))
+    return {p.name: p.default for p in list(signature.parameters.values())[3:]}
+
+
+def check_loss_params(name: str, params: dict) -> None:
+    """Raise a clear error for a ``loss_params`` key that loss ``name`` does not take."""
+    from irdistill.errors import IrdistillError, suggest
+
+    allowed = loss_parameters(name)
+    for key in params:
+        if key not in allowed:
+            hint = (suggest(key, allowed) if allowed
+                    else "this loss takes no parameters; remove loss_params")
+            if allowed:
+                hint += "; its parameters: " + ", ".join(f"{k}={v!r}" for k, v in allowed.items())
+            raise IrdistillError(f"loss '{name}' has no parameter '{key}'", hint=hint)

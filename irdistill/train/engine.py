@@ -44,7 +44,7 @@ from irdistill.data.sampling import Group, build_groups, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write
-from irdistill.losses import get_loss
+from irdistill.losses import check_loss_params, get_loss
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
 
@@ -276,6 +276,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         return train_stages(config, output_dir, collection=collection, run=run,
                             show_progress=show_progress)
     loss_fn = get_loss(config.loss)
+    check_loss_params(config.loss, config.loss_params)
     output_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(config)
     with atomic_write(output_dir / "config.yaml") as handle:
