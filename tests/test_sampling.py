@@ -1,4 +1,5 @@
 """Data modes that build training groups, the streamed triple files, and staged configs."""
+import numpy as np
 import pytest
 
 from irdistill.config import Config, load_config, resolve_stage
@@ -6,8 +7,6 @@ from irdistill.data.sampling import (MODE_SOURCES, MODES, build_groups, label_gr
                                      pick, teacher_groups)
 from irdistill.data.triples import TripleGroups, iter_triples, parse_triple
 from irdistill.errors import IrdistillError
-
-import numpy as np
 
 # a teacher's run: q1 has 6 documents, scores 6..1 (d1 best); q2 has 3, q3 has one
 TEACHER = {"q1": {f"d{i}": float(7 - i) for i in range(1, 7)},
