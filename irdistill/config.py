@@ -32,9 +32,10 @@ class DataConfig:
     depth: int = 100  # candidates per query taken from the run
     mode: str = "labels"  # how targets are made (see irdistill.data.sampling.MODES)
     negatives: int = 7  # documents per group besides the positive
-    sampling: str = "random"  # top | random | top+random
+    sampling: str = "random"  # top | random | top+random | all
     teacher_run: str | None = None  # run with teacher scores or ranks (teacher modes)
     force_positive: bool = True  # teacher modes: put a judged positive in slot 0
+    triples: str | None = None  # mode triples: pos_score, neg_score, qid, pos_pid, neg_pid file
     max_queries: int | None = None  # use only the first N training queries (quick runs)
 
 
@@ -69,13 +70,49 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    """A training run: data, model, objective and optimisation."""
+    """A training run: data, model, objective and optimisation.
+
+    ``stages`` makes it a recipe of several trainings in sequence (e.g. InfoNCE pre-fine-tuning
+    then RankNet distillation of an LLM ranking): each stage is a mapping of keys that override
+    this config (``{"loss": "ranknet", "data": {"mode": "teacher_ranks"}}``), and every stage
+    after the first starts from the previous stage's model. See :func:`resolve_stage`.
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: str = "infonce"
     loss_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for index in range(len(self.stages)):  # a wrong key in a stage fails at load time
+            resolve_stage(self, index, previous_model="previous-stage" if index else None)
+
+
+def resolve_stage(config: Config, index: int, previous_model: str | None = None) -> Config:
+    """The config of stage ``index`` (0-based): the base config with the stage's keys on top.
+
+    A stage that sets ``loss`` without ``loss_params`` gets no loss parameters (they belong to
+    the base loss). Every stage after the first trains ``previous_model``, so it may not set
+    ``model.name`` itself. The result has no stages.
+    """
+    stage = config.stages[index]
+    where = f"config.stages[{index}]"
+    if "stages" in stage:
+        raise IrdistillError(f"{where}: a stage cannot have stages of its own")
+    if index > 0 and "name" in (stage.get("model") or {}):
+        raise IrdistillError(f"{where}: model.name is set by the previous stage",
+                             hint="each stage after the first starts from the previous stage's "
+                                  "model; remove model.name from this stage")
+    base = to_dict(config)
+    base.pop("stages")
+    if "loss" in stage and "loss_params" not in stage:
+        base["loss_params"] = {}
+    data = merge(base, stage)
+    if previous_model is not None:
+        data["model"]["name"] = previous_model
+    return from_dict(Config, data, where)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

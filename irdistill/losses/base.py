@@ -17,15 +17,20 @@ import torch
 
 LossFn = Callable[..., torch.Tensor]
 LOSSES: dict[str, LossFn] = {}
+# Sparse regularisers take a ``[batch, vocab]`` representation, not scores and targets; they
+# live in their own registry so that every entry of LOSSES keeps the contract above.
+REGULARIZERS: dict[str, LossFn] = {}
 
 
-def register(name: str) -> Callable[[LossFn], LossFn]:
-    """Add a loss to the registry under ``name``."""
+def register(name: str, registry: dict[str, LossFn] | None = None
+             ) -> Callable[[LossFn], LossFn]:
+    """Add a loss to ``registry`` (default :data:`LOSSES`) under ``name``."""
+    registry = LOSSES if registry is None else registry
 
     def wrap(fn: LossFn) -> LossFn:
-        if name in LOSSES:
+        if name in registry:
             raise ValueError(f"loss '{name}' is registered twice")
-        LOSSES[name] = fn
+        registry[name] = fn
         fn.loss_name = name
         return fn
 
@@ -60,7 +65,7 @@ def reduce_terms(terms: torch.Tensor, term_mask: torch.Tensor) -> torch.Tensor:
     counts = valid.sum(dim=1)
     has_terms = counts > 0
     if not bool(has_terms.any()):
-        return (terms.sum() * 0.0).reshape(())  # keeps the graph; no term to learn from
+        return (flat.sum() * 0.0).reshape(())  # keeps the graph; no term to learn from
     per_query = flat.sum(dim=1)[has_terms] / counts[has_terms].to(flat.dtype)
     return per_query.mean()
 
@@ -69,6 +74,42 @@ def pair_mask(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``[Q, L, L]`` True where both slots are real and target i > target j."""
     both = mask.unsqueeze(2) & mask.unsqueeze(1)
     return both & (targets.unsqueeze(2) > targets.unsqueeze(1))
+
+
+def real_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores with padded slots replaced by the constant 0.
+
+    Used wherever a padded slot's value would enter arithmetic (pairwise differences, sorts):
+    the constant cuts the padded score out of the result and of the gradient, and keeps every
+    intermediate value finite.
+    """
+    return scores.masked_fill(~mask, 0.0)
+
+
+def approx_ranks(scores: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+                 ) -> torch.Tensor:
+    """Differentiable ranks (Qin et al. 2010, eq. 19-20): ``1 + sum_{j != i} sigmoid((s_j - s_i) / T)``
+    over the query's real slots ``j``. ``[Q, L]``; values at padded slots are meaningless."""
+    s = real_scores(scores, mask)
+    diffs = (s.unsqueeze(1) - s.unsqueeze(2)) / temperature  # [q, i, j] = s_j - s_i
+    others = mask.unsqueeze(1) & ~torch.eye(s.shape[1], dtype=torch.bool, device=s.device)
+    return 1.0 + (torch.sigmoid(diffs) * others).sum(dim=2)
+
+
+def target_ranks(targets: torch.Tensor, mask: torch.Tensor, ties: str = "min") -> torch.Tensor:
+    """Rank of each real slot by target, best = 1, among the query's real slots.
+
+    ``ties="min"``: ``1 + #{j: t_j > t_i}`` (tied slots share the best of their ranks);
+    ``ties="average"``: tied slots share the mean of their ranks.
+    """
+    if ties not in ("min", "average"):
+        raise ValueError(f"ties must be 'min' or 'average', got {ties!r}")
+    t_i, t_j, real_j = targets.unsqueeze(2), targets.unsqueeze(1), mask.unsqueeze(1)
+    greater = ((t_j > t_i) & real_j).sum(dim=2).to(targets.dtype)
+    if ties == "min":
+        return 1.0 + greater
+    equal = ((t_j == t_i) & real_j).sum(dim=2).to(targets.dtype)  # counts slot i itself
+    return greater + (equal + 1.0) / 2.0
 
 
 def masked_fill_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from irdistill.losses.base import check_inputs, reduce_terms, register
+from irdistill.losses.base import check_inputs, real_scores, reduce_terms, register
 
 
 @register("bce")
@@ -17,7 +17,7 @@ def bce(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None =
     """
     mask = check_inputs(scores, targets, mask)
     labels = (targets > 0).to(scores.dtype)
-    terms = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+    terms = F.binary_cross_entropy_with_logits(real_scores(scores, mask), labels, reduction="none")
     return reduce_terms(terms, mask)
 
 
@@ -29,4 +29,5 @@ def mse(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None =
     Pointwise distillation of teacher scores (e.g. arXiv 2010.02666, section 3).
     """
     mask = check_inputs(scores, targets, mask)
-    return reduce_terms((scores - targets) ** 2, mask)
+    t = targets.masked_fill(~mask, 0.0)
+    return reduce_terms((real_scores(scores, mask) - t) ** 2, mask)

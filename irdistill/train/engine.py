@@ -12,26 +12,39 @@ Output folder::
     train_log.jsonl    one line per logging step (written as training goes)
     checkpoints/       the Trainer's checkpoints (the newest is resumed)
     model/             the final model: a plain Hugging Face checkpoint
+
+A config with ``stages`` trains each stage in ``stage-1/``, ``stage-2/``, ... (each laid out as
+above, each starting from the previous stage's model); ``model`` is then a link to the last
+stage's model.
+
+Groups come from the data mode (:mod:`irdistill.data.sampling`): lists of groups are
+tokenised once before training; a streamed mode (``triples``) is read as training goes, its
+texts fetched and tokenised per batch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
-from irdistill.config import Config, config_hash, dump_yaml, to_dict
+from irdistill.config import Config, config_hash, dump_yaml, resolve_stage, to_dict
 from irdistill.data.collection import Collection, load_collection
-from irdistill.data.sampling import Group, build_groups
+from irdistill.data.sampling import Group, build_groups, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write
-from irdistill.losses import get_loss
+from irdistill.losses import check_loss_params, get_loss
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
 
@@ -49,18 +62,62 @@ class GroupDataset(Dataset):
         return self.groups[index]
 
 
+class GroupStream(IterableDataset):
+    """Groups read as training goes (a streamed data mode)."""
+
+    def __init__(self, groups: Iterable[Group]):
+        self.groups = groups
+
+    def __iter__(self):
+        return iter(self.groups)
+
+
+class LazyTokens:
+    """Token ids of texts fetched and tokenised on first use, for streamed groups.
+
+    ``fetch(ids) -> {id: text}`` and ``encode(texts) -> token ids``; the newest ``capacity``
+    entries are kept.
+    """
+
+    def __init__(self, fetch: Callable[[list[str]], dict[str, str]],
+                 encode: Callable[[Sequence[str]], list[list[int]]], capacity: int = 200_000):
+        self.fetch = fetch
+        self.encode = encode
+        self.capacity = capacity
+        self.cache: OrderedDict[str, list[int]] = OrderedDict()
+
+    def load(self, ids: Iterable[str]) -> None:
+        missing = [i for i in dict.fromkeys(ids) if i not in self.cache]
+        if missing:
+            texts = self.fetch(missing)
+            self.cache.update(zip(missing, self.encode([texts[i] for i in missing])))
+            while len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+
+    def __getitem__(self, key: str) -> list[int]:
+        if key not in self.cache:
+            self.load([key])
+        self.cache.move_to_end(key)
+        return self.cache[key]
+
+
 @dataclass
 class GroupCollator:
     """Turns groups into model inputs plus ``targets``/``mask`` ``[queries, list_size]``.
 
-    Texts were tokenised once before training; the collator only assembles and pads.
+    Texts were tokenised once before training (dicts), or are tokenised per batch
+    (:class:`LazyTokens`); the collator assembles and pads.
     """
 
     encoder: PairEncoder
-    query_tokens: dict[str, list[int]]
-    doc_tokens: dict[str, list[int]]
+    query_tokens: Any  # {id: token ids} or LazyTokens
+    doc_tokens: Any
 
     def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        for tokens, ids in ((self.query_tokens, [g.query_id for g in groups]),
+                            (self.doc_tokens, [d for g in groups for d in g.doc_ids])):
+            if isinstance(tokens, LazyTokens):
+                tokens.load(ids)
         width = max(len(g.doc_ids) for g in groups)
         mask = torch.zeros((len(groups), width), dtype=torch.bool)
         targets = torch.zeros((len(groups), width), dtype=torch.float)
@@ -140,7 +197,18 @@ def _log_callback(path: Path):
 
 
 def candidate_run(config: Config, collection: Collection) -> Run:
-    """The run training groups are sampled from: the given file, or BM25 over the collection."""
+    """The run training groups are sampled from, as the data mode says: the teacher's run
+    (teacher modes), nothing (streamed triples), or the candidate run: the given file, or BM25
+    over the collection."""
+    source = mode_source(config.data.mode)
+    if source == "teacher_run":
+        if not config.data.teacher_run:
+            raise IrdistillError(f"data.mode={config.data.mode} needs data.teacher_run, a TREC run "
+                                 "scored or ranked by the teacher",
+                                 hint="e.g. --set data.teacher_run=runs/teacher.trec")
+        return read_run(config.data.teacher_run, depth=config.data.depth)
+    if source == "triples":
+        return {}
     if config.data.run:
         return read_run(config.data.run, depth=config.data.depth)
     from irdistill.retrieval.bm25 import bm25_run
@@ -150,8 +218,13 @@ def candidate_run(config: Config, collection: Collection) -> Run:
     return bm25_run(collection, k=config.data.depth, query_ids=queries)
 
 
-def build_training_groups(config: Config, collection: Collection, run: Run) -> list[Group]:
-    """Groups for every epoch, concatenated, so one pass of the Trainer covers all epochs."""
+def build_training_groups(config: Config, collection: Collection, run: Run
+                          ) -> list[Group] | Iterable[Group]:
+    """Groups for every epoch, concatenated, so one pass of the Trainer covers all epochs; for
+    a streamed mode, the stream itself (the Trainer passes over it again each epoch)."""
+    if mode_source(config.data.mode) == "triples":
+        return build_groups(config.data.mode, epoch=0, triples=config.data.triples,
+                            max_queries=config.data.max_queries)
     if config.data.max_queries:
         keep = sorted(run)[: config.data.max_queries]
         run = {q: run[q] for q in keep}
@@ -199,7 +272,11 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     if (model_dir / "config.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
+    if config.stages:
+        return train_stages(config, output_dir, collection=collection, run=run,
+                            show_progress=show_progress)
     loss_fn = get_loss(config.loss)
+    check_loss_params(config.loss, config.loss_params)
     output_dir.mkdir(parents=True, exist_ok=True)
     digest = config_hash(config)
     with atomic_write(output_dir / "config.yaml") as handle:
@@ -208,18 +285,34 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     collection = collection or load_collection(config.data.collection, config.data.split)
     run = run if run is not None else candidate_run(config, collection)
     groups = build_training_groups(config, collection, run)
+    streamed = not isinstance(groups, list)
+    if streamed and config.train.max_steps <= 0:
+        raise IrdistillError(f"data.mode={config.data.mode} streams its groups, so the number of "
+                             "steps cannot be derived from epochs",
+                             hint="set train.max_steps, e.g. --set train.max_steps=10000")
+    source = {"run": config.data.run or "bm25", "teacher_run": config.data.teacher_run,
+              "triples": config.data.triples}[mode_source(config.data.mode)]
     write_provenance(output_dir, config=to_dict(config), config_hash=digest,
-                     data={"collection": collection.name, "run": config.data.run or "bm25",
-                           "groups": len(groups)}, seed=config.train.seed)
+                     data={"collection": collection.name, "mode": config.data.mode,
+                           "source": source, "groups": "streamed" if streamed else len(groups)},
+                     seed=config.train.seed)
 
     seed_everything(config.train.seed)  # the new head's initialisation depends on it
     m = config.model
     model = CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
                                          max_doc_length=m.max_doc_length,
                                          num_hidden_layers=m.num_hidden_layers, device="cpu")
-    query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
-    log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
-             config.data.negatives + 1, config.loss)
+    if streamed:
+        encoder = model.encoder
+        query_tokens = LazyTokens(collection.query_texts, encoder.encode_queries)
+        doc_tokens = LazyTokens(collection.docs.get_many, encoder.encode_docs)
+        dataset = GroupStream(groups)
+        log.info("training on groups streamed from %s (%s loss)", groups, config.loss)
+    else:
+        query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+        dataset = GroupDataset(groups)
+        log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
+                 max(len(g.doc_ids) for g in groups), config.loss)
 
     t = config.train
     cuda = torch.cuda.is_available()
@@ -250,7 +343,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         disable_tqdm=not show_progress,
     )
     trainer = _trainer_class()(
-        model=model.model, args=args, train_dataset=GroupDataset(groups),
+        model=model.model, args=args, train_dataset=dataset,
         data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
         on_nan=t.on_nan, callbacks=[_log_callback(output_dir / "train_log.jsonl")])
@@ -268,3 +361,38 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         model.save_pretrained(tmp)
         tmp.rename(model_dir)
     return model_dir
+
+
+def train_stages(config: Config, output_dir: str | Path, *, collection: Collection | None = None,
+                 run: Run | None = None, show_progress: bool = True) -> Path:
+    """Train the stages of ``config`` in sequence under ``output_dir/stage-N``, each starting
+    from the previous stage's model; ``output_dir/model`` then links to the last stage's model.
+
+    A finished stage is not trained again and an interrupted one resumes, so the recipe resumes
+    where it stopped. ``collection``/``run`` are reused by stages that keep the base's data.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output_dir / "config.yaml") as handle:
+        handle.write(dump_yaml(config))
+    previous: str | None = None
+    model_dir = output_dir / "model"
+    for index in range(len(config.stages)):
+        stage = resolve_stage(config, index, previous_model=previous)
+        same = (stage.data.collection, stage.data.split) == (config.data.collection,
+                                                             config.data.split)
+        same_run = same and (stage.data.mode, stage.data.run, stage.data.depth) == (
+            config.data.mode, config.data.run, config.data.depth)
+        log.info("stage %d of %d: %s loss, data mode %s", index + 1, len(config.stages),
+                 stage.loss, stage.data.mode)
+        model_dir = train(stage, output_dir / f"stage-{index + 1}",
+                          collection=collection if same else None,
+                          run=run if same_run else None, show_progress=show_progress)
+        previous = str(model_dir.resolve())
+    link = output_dir / "model"
+    tmp = output_dir / ".model.link.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(os.path.relpath(model_dir, output_dir), tmp)
+    os.replace(tmp, link)
+    return link
