@@ -254,6 +254,31 @@ def test_pairs_fit_the_models_positions(family, tmp_path):
     assert len(scores) == 2 and all(torch.isfinite(torch.tensor(scores)))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_relative_and_rotary_positions_take_long_inputs(family, tmp_path):
+    """With 24 pre-trained positions and no tokenizer limit, absolute positions (BERT, ELECTRA,
+    RoBERTa) still cap pairs at 24 tokens; DeBERTa-v3 (relative) and ModernBERT (rotary) take
+    longer pairs, as the study's 1024-token DeBERTa-v3 and Ettin runs need."""
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    folder = build_tiny_model(family, tmp_path / family, max_positions=24,
+                              model_max_length=10**30)
+    ce = CrossEncoder.from_pretrained(folder, max_query_length=16, max_doc_length=96,
+                                      device="cpu")
+    relative = family in ("deberta-v3", "modernbert")
+    assert backbones.max_input_length(ce.model, ce.tokenizer) == (None if relative else 24)
+    pair = (QUESTIONS["bees"], " ".join(TOPICS["bees"]))
+    q, d = ce.encoder.encode_queries([pair[0]])[0], ce.encoder.encode_docs([pair[1]])[0]
+    length = ce.encoder.pair_length(q, d)
+    assert (length > 24) is relative
+    score = ce.score([pair])
+    if relative:  # uncut, so sentence-transformers (told the length) scores it the same
+        assert len(q) < 16 and len(d) < 96
+        st = STCrossEncoder(folder, device="cpu", activation_fn=torch.nn.Identity())
+        st.max_seq_length = 128  # it would cut at max_position_embeddings
+        assert st.predict([pair]).tolist() == pytest.approx(score, abs=1e-4)
+
+
 def test_roberta_counts_positions_after_the_padding_id(tiny_models):
     ce = CrossEncoder.from_pretrained(tiny_models("roberta"), device="cpu")
     assert ce.model.config.pad_token_id == 1

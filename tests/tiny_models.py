@@ -211,17 +211,19 @@ def tiny_config(family: str, tokenizer, max_positions: int = 128, **overrides):
 
 
 def build_tiny_model(family: str, folder: str | Path, *, seed: int = 0, head: bool = True,
-                     max_positions: int = 128, **overrides) -> str:
+                     max_positions: int = 128, model_max_length: int | None = None,
+                     **overrides) -> str:
     """Save a randomly initialised tiny model of ``family`` with its tokenizer in ``folder``.
 
     ``head=False`` saves the bare encoder (as a pre-trained checkpoint without a
     classification head is published); loading it for classification adds a new head.
+    ``model_max_length``: the tokenizer's limit (default: ``max_positions``).
     """
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     folder = Path(folder)
-    tokenizer = build_tokenizer(family, model_max_length=max_positions)
+    tokenizer = build_tokenizer(family, model_max_length=model_max_length or max_positions)
     config = tiny_config(family, tokenizer, max_positions=max_positions, **overrides)
     torch.manual_seed(seed)
     factory = AutoModelForSequenceClassification if head else AutoModel

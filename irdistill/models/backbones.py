@@ -11,9 +11,11 @@ than looked up by family name, so a new family works without an entry in a table
   one, DeBERTa-v3 none, ModernBERT takes no ``token_type_ids`` at all);
 * the padding id (:func:`padding_id`): the model's ``config.pad_token_id``, which RoBERTa also uses
   to number positions;
-* the longest input (:func:`max_input_length`): ``max_position_embeddings`` minus the position
-  offset of models that number positions after the padding id (RoBERTa: 514 - 2 = 512), and no
-  more than the tokenizer's ``model_max_length``;
+* the longest input (:func:`max_input_length`): the size of an absolute position table minus
+  the offset of models that number positions after the padding id (RoBERTa: 514 - 2 = 512), and
+  no more than the tokenizer's ``model_max_length``; relative (DeBERTa-v3) and rotary
+  (ModernBERT) positions set no hard limit, so DeBERTa-v3 takes the 1024-token inputs the study
+  gave it;
 * the classification head (:func:`head_parameter_names`): every parameter outside
   ``model.base_model`` (BERT's ``classifier``, RoBERTa/ELECTRA's ``classifier.dense/out_proj``,
   DeBERTa's ``pooler`` + ``classifier``, ModernBERT's ``head`` + ``classifier``);
@@ -99,20 +101,40 @@ def padding_id(model, tokenizer) -> int:
     return model_pad
 
 
+def _position_table(model):
+    """The absolute position embedding table, None if positions are relative or rotary
+    (DeBERTa-v3, ModernBERT), or ``...`` if the model has no ``embeddings`` to look in."""
+    import torch
+
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    if embeddings is None:
+        return ...
+    table = getattr(embeddings, "position_embeddings", None)
+    return table if isinstance(table, torch.nn.Embedding) else None
+
+
 def position_offset(model) -> int:
     """How many position embeddings come before the first token's (RoBERTa: padding id + 1)."""
-    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
-    positions = getattr(embeddings, "position_embeddings", None)
-    padding_idx = getattr(positions, "padding_idx", None)
+    table = _position_table(model)
+    padding_idx = getattr(table, "padding_idx", None)
     return 0 if padding_idx is None else padding_idx + 1
 
 
 def max_input_length(model, tokenizer) -> int | None:
-    """The longest pair (special tokens included) the model takes, or None if unbounded."""
+    """The longest pair (special tokens included) the model takes, or None if unbounded.
+
+    A table of absolute positions is a hard limit (less RoBERTa's offset). Relative (DeBERTa-v3)
+    and rotary (ModernBERT) positions are not: such models take longer inputs than they were
+    pre-trained on, and only the tokenizer's ``model_max_length``, if it sets one, applies.
+    """
     limits = []
-    n = getattr(model.config, "max_position_embeddings", None)
-    if n:
-        limits.append(n - position_offset(model))
+    table = _position_table(model)
+    if table is ...:  # cannot tell: trust the config
+        n = getattr(model.config, "max_position_embeddings", None)
+        if n:
+            limits.append(n)
+    elif table is not None:
+        limits.append(table.num_embeddings - position_offset(model))
     m = getattr(tokenizer, "model_max_length", None)
     if m and m < 1_000_000:  # transformers uses a huge number for "no limit"
         limits.append(m)
