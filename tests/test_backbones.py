@@ -139,13 +139,23 @@ def test_the_matrix_covers_the_study_objectives_in_the_library():
 @pytest.mark.parametrize("objective", OBJECTIVES)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_save_reload_and_sentence_transformers(family, objective, tiny_models,
-                                                     mini_collection, tmp_path):
+                                                     mini_collection, tmp_path, monkeypatch):
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     start = tiny_models(family)
     overrides = train_overrides(start, mini_collection, objective)
     before = fixed_batch_loss(start, overrides)
+    pairs = probe_pairs()
+    in_memory = {}  # the trained model's scores, taken as the engine saves it
+    save = CrossEncoder.save_pretrained
+
+    def scoring_save(self, directory, *args, **kwargs):
+        in_memory["scores"] = self.score(pairs)
+        return save(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(CrossEncoder, "save_pretrained", scoring_save)
     model_dir = cli_train(tmp_path / "run", overrides)
+    monkeypatch.undo()
 
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text()
            .splitlines()]
@@ -153,7 +163,6 @@ def test_train_save_reload_and_sentence_transformers(family, objective, tiny_mod
     after = fixed_batch_loss(str(model_dir), overrides)
     assert after < 0.9 * before, (before, after)
 
-    pairs = probe_pairs()
     trained = CrossEncoder.from_pretrained(str(model_dir), device="cpu")
     assert (trained.max_query_length, trained.max_doc_length) == (16, 64)
     # nothing is cut, so other tools see the same pairs
@@ -161,9 +170,12 @@ def test_train_save_reload_and_sentence_transformers(family, objective, tiny_mod
     assert max(map(len, trained.encoder.encode_docs([d for _, d in pairs]))) < 64
     scores = trained.score(pairs)
     assert len(set(round(s, 6) for s in scores)) > 1  # a real function of the input
+    assert scores == pytest.approx(in_memory["scores"], abs=1e-5)
 
-    again = CrossEncoder.from_pretrained(str(model_dir), device="cpu")
+    trained.save_pretrained(tmp_path / "again")  # and round trips once more
+    again = CrossEncoder.from_pretrained(str(tmp_path / "again"), device="cpu")
     assert again.score(pairs) == pytest.approx(scores, abs=1e-5)
+    assert (again.max_query_length, again.max_doc_length) == (16, 64)
     st = STCrossEncoder(str(model_dir), device="cpu")
     assert st.predict(pairs).tolist() == pytest.approx(scores, abs=1e-4)
 

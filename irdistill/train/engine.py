@@ -145,7 +145,7 @@ def _log_callback(path: Path):
     return JsonlLog()
 
 
-def _card(config: Config, digest: str, collection: str, groups: int, steps: int,
+def _card(config: Config, digest: str, collection: str, groups, steps: int,
           model_dir: Path) -> dict:
     """What the model card says about the training run (see irdistill.models.model_card)."""
     d, t = config.data, config.train
@@ -153,8 +153,9 @@ def _card(config: Config, digest: str, collection: str, groups: int, steps: int,
     return {"name": str(model_dir), "objective": config.loss,
             "loss_params": dict(config.loss_params), "teacher": teacher or None,
             "data": {"collection": collection, "candidates": d.run or f"bm25 top-{d.depth}",
-                     "mode": d.mode, "groups": groups, "documents_per_group": d.negatives + 1,
-                     "sampling": d.sampling},
+                     "mode": d.mode,
+                     "groups": len(groups) if isinstance(groups, list) else str(groups),
+                     "documents_per_group": d.negatives + 1, "sampling": d.sampling},
             "steps": steps,
             "training": {"lr": t.lr, "head_lr": t.head_lr, "batch_size": t.batch_size,
                          "grad_accum": t.grad_accum, "precision": t.precision,
@@ -298,7 +299,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         model.base_model = m.name
         tmp = output_dir / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp, card=_card(config, digest, collection.name, len(groups),
+        model.save_pretrained(tmp, card=_card(config, digest, collection.name, groups,
                                               trainer.state.global_step, model_dir))
         tmp.rename(model_dir)
     return model_dir
