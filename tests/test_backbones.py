@@ -446,7 +446,8 @@ def test_model_card_of_a_trained_model(tiny_models, mini_collection, tmp_path):
     assert "base_model" not in meta  # a local folder is not a hub model
     assert tiny_models("electra") in text  # ... but the card names it
     for fact in ("`infonce` (temperature=0.5)", "none (relevance labels)", "**Steps:** 2",
-                 "groups=16", "documents_per_group=6", "lr=0.005", "ElectraForSequenceClassification",
+                 "groups=16", "documents_per_group=6", "lr=0.005",
+                 "ElectraForSequenceClassification",
                  "No evaluation figures recorded yet."):
         assert fact in text, fact
 

@@ -23,6 +23,7 @@ trains in a fraction of a second on a CPU.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 FAMILIES = ("bert", "roberta", "electra", "deberta-v3", "modernbert")
@@ -105,8 +106,6 @@ def bytelevel_bpe(corpus=CORPUS, specials=(), vocab_size: int = 700
                                   special_tokens=list(specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(corpus, trainer)
-    import json
-
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return model["vocab"], merges
@@ -125,16 +124,13 @@ def unigram_vocab(corpus=CORPUS, vocab_size: int = 500) -> list[tuple[str, float
                                       special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]"],
                                       unk_token="[UNK]")
     tok.train_from_iterator(corpus, trainer)
-    import json
-
     vocab = [tuple(v) for v in json.loads(tok.to_str())["model"]["vocab"]]
     return [(piece, float(score)) for piece, score in vocab] + [("[MASK]", 0.0)]
 
 
 def build_tokenizer(family: str, model_max_length: int = 512):
     """The family's own transformers tokenizer class around a vocabulary trained here."""
-    from transformers import (BertTokenizer, DebertaV2Tokenizer, PreTrainedTokenizerFast,
-                              RobertaTokenizer)
+    from transformers import BertTokenizer, DebertaV2Tokenizer, RobertaTokenizer
 
     if family in ("bert", "electra"):
         return BertTokenizer(vocab=wordpiece_vocab(), do_lower_case=True,
@@ -186,7 +182,8 @@ def tiny_config(family: str, tokenizer, max_positions: int = 128, **overrides):
     if family == "bert":
         kwargs = dict(model_type="bert", max_position_embeddings=max_positions)
     elif family == "electra":
-        kwargs = dict(model_type="electra", embedding_size=16, max_position_embeddings=max_positions)
+        kwargs = dict(model_type="electra", embedding_size=16,
+                      max_position_embeddings=max_positions)
     elif family == "roberta":
         # positions start after the padding id: 2 more embeddings than usable positions
         kwargs = dict(model_type="roberta", type_vocab_size=1, bos_token_id=tokenizer.cls_token_id,
@@ -200,7 +197,8 @@ def tiny_config(family: str, tokenizer, max_positions: int = 128, **overrides):
                       layer_norm_eps=1e-7, pooler_hidden_size=32, pooler_dropout=0.0,
                       pooler_hidden_act="gelu")
     elif family == "modernbert":
-        kwargs = dict(model_type="modernbert", num_hidden_layers=3, max_position_embeddings=max_positions,
+        kwargs = dict(model_type="modernbert", num_hidden_layers=3,
+                      max_position_embeddings=max_positions,
                       local_attention=16, cls_token_id=tokenizer.cls_token_id,
                       sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
                       eos_token_id=tokenizer.sep_token_id, classifier_pooling="cls")

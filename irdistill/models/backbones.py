@@ -5,7 +5,8 @@ the same code path: ``AutoModelForSequenceClassification`` with one output and t
 tokenizer. The few things that do differ are *read off the model and the tokenizer* here rather
 than looked up by family name, so a new family works without an entry in a table:
 
-* the pair layout (special tokens, their type ids): :func:`irdistill.models.tokenization.read_template`;
+* the pair layout (special tokens, their type ids):
+  :func:`irdistill.models.tokenization.read_template`;
 * whether token type ids are fed (:func:`uses_token_types`): only when the tokenizer produces them,
   the model's ``forward`` takes them and the model has more than one type embedding (RoBERTa has
   one, DeBERTa-v3 none, ModernBERT takes no ``token_type_ids`` at all);

@@ -139,7 +139,8 @@ def render_card(settings: dict[str, Any], config: dict[str, Any], name: str) -> 
               "", f'model = CrossEncoder("{name}")',
               'scores = model.predict([("what is a cell", "The cell is the unit of life.")])',
               "```", "", "or with irdistill:", "", "```bash",
-              f"irdistill rerank {name} <collection> --run <candidates.trec> --output reranked.trec",
+              f"irdistill rerank {name} <collection> --run <candidates.trec> "
+              "--output reranked.trec",
               "```", ""]
     return "\n".join(lines)
 
