@@ -45,6 +45,7 @@ class ModelConfig:
     num_hidden_layers: int | None = None  # keep only the first N layers (smaller student)
     max_query_length: int = 32
     max_doc_length: int = 192
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | auto (FA2 if on GPU)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class TrainConfig:
     scheduler: str = "linear"
     precision: str = "fp32"  # fp32 | bf16 | fp16
     gradient_checkpointing: bool = False
+    torch_compile: bool = False  # torch.compile the model (GPU; slow to start on a CPU)
+    torch_compile_backend: str | None = None  # None = torch's default (inductor)
     seed: int = 42
     save_steps: int = 200
     logging_steps: int = 10

@@ -16,6 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from irdistill.errors import IrdistillError
+from irdistill.io import write_json
+from irdistill.models import backbones
 from irdistill.models.tokenization import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -78,9 +80,12 @@ class CrossEncoder:
         self.device = torch.device(device or default_device())
         self.precision = precision
         self.model.to(self.device)
-        max_positions = getattr(model.config, "max_position_embeddings", None)
         self.encoder = PairEncoder(tokenizer, max_query_length, max_doc_length,
-                                   max_positions=max_positions)
+                                   max_positions=backbones.max_input_length(model, tokenizer),
+                                   use_token_types=backbones.uses_token_types(model, tokenizer),
+                                   pad_id=backbones.padding_id(model, tokenizer))
+        self.base_model = getattr(model.config, "_name_or_path", None) or None
+        self.card: dict | None = None  # training record for the model card (see model_card)
 
     @property
     def max_query_length(self) -> int:
@@ -94,13 +99,19 @@ class CrossEncoder:
     def from_pretrained(cls, name_or_path: str, *, max_query_length: int | None = None,
                         max_doc_length: int | None = None, device: str | None = None,
                         precision: str | None = None, num_hidden_layers: int | None = None,
+                        attn_implementation: str | None = None, attn_device: str | None = None,
                         **model_kwargs) -> CrossEncoder:
         """Load a hub name, a local folder, or the bundled MiniLM (``"minilm"``).
 
         ``num_hidden_layers`` keeps only the first layers (a smaller student). A checkpoint
         without a classification head (an encoder or sentence-embedding model) gets a new
-        randomly initialised one-output head.
+        randomly initialised one-output head. ``attn_implementation``: ``sdpa`` (default),
+        ``eager``, ``flash_attention_2`` or ``auto`` (see
+        :func:`irdistill.models.backbones.resolve_attn_implementation`), chosen for the device
+        the model will run on: ``attn_device``, else ``device``, else the best available.
         """
+        from irdistill.utils import default_device
+
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve_model_path(name_or_path)
@@ -125,18 +136,29 @@ class CrossEncoder:
 
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the new head's "newly initialized" notice
+        model_kwargs.setdefault("attn_implementation", backbones.resolve_attn_implementation(
+            attn_implementation, config, attn_device or device or default_device()))
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config,
                                                                        **model_kwargs)
         finally:
             transformers.logging.set_verbosity(verbosity)
-        return cls(model, tokenizer,
-                   max_query_length or settings.get("max_query_length", 64),
-                   max_doc_length or settings.get("max_doc_length", 256),
-                   device=device, precision=precision)
+        ce = cls(model, tokenizer,
+                 max_query_length or settings.get("max_query_length", 64),
+                 max_doc_length or settings.get("max_doc_length", 256),
+                 device=device, precision=precision)
+        # a model trained here names the checkpoint it started from; others are their own base
+        ce.base_model = settings.get("base_model") or name_or_path
+        ce.card = settings.get("card")
+        return ce
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write a plain Hugging Face checkpoint that other libraries load as it is."""
+    def save_pretrained(self, directory: str | Path, card: dict | None = None) -> None:
+        """Write a plain Hugging Face checkpoint that other libraries load as it is, with a
+        model card (README.md). ``card``: what training produced the model (see
+        :func:`irdistill.models.model_card.render_card`); kept in ``irdistill.json`` so the card
+        can be rewritten later, e.g. with evaluation figures."""
+        from irdistill.models.model_card import write_model_card
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # sentence-transformers applies no activation on top of the raw score
@@ -144,9 +166,16 @@ class CrossEncoder:
             "activation_fn": "torch.nn.modules.linear.Identity"}
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        (directory / SETTINGS_FILE).write_text(json.dumps(
-            {"max_query_length": self.max_query_length, "max_doc_length": self.max_doc_length},
-            indent=2))
+        if card is not None:
+            self.card = card
+        elif self.card is not None:  # a trained model saved again: its card names the new folder
+            self.card = {**self.card, "name": str(directory)}
+        settings = {"max_query_length": self.max_query_length,
+                    "max_doc_length": self.max_doc_length,
+                    "base_model": self.base_model,
+                    "card": self.card}
+        write_json(directory / SETTINGS_FILE, settings)
+        write_model_card(directory)
 
     # -- inference -------------------------------------------------------------------------
     def score_ids(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 64,

@@ -57,17 +57,32 @@ class PairEncoder:
     """Tokenise texts once and assemble padded batches of (query, document) pairs."""
 
     def __init__(self, tokenizer, max_query_length: int = 64, max_doc_length: int = 256,
-                 max_positions: int | None = None, pad_to_multiple_of: int = 8):
+                 max_positions: int | None = None, pad_to_multiple_of: int = 8,
+                 use_token_types: bool | None = None, pad_id: int | None = None):
+        """``max_positions``: the longest pair the model takes, special tokens included; the
+        document (then, if need be, the query) length shrinks so that every pair fits.
+        ``use_token_types``/``pad_id`` default to what the tokenizer says; the cross-encoder
+        passes what the model takes (see :mod:`irdistill.models.backbones`)."""
         self.tokenizer = tokenizer
         self.template = read_template(tokenizer)
         if max_positions is not None:
             budget = max_positions - self.template.n_special
+            if budget < 2:
+                raise IrdistillError(f"the model takes at most {max_positions} tokens, too few "
+                                     f"for a query and a document besides "
+                                     f"{self.template.n_special} special tokens")
+            max_query_length = min(max_query_length, budget - 1)
             if max_query_length + max_doc_length > budget:
-                max_doc_length = max(1, budget - max_query_length)
+                max_doc_length = budget - max_query_length
         self.max_query_length = max_query_length
         self.max_doc_length = max_doc_length
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.use_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.max_positions = max_positions
+        if pad_id is None:
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id
+        if use_token_types is None:
+            use_token_types = "token_type_ids" in tokenizer.model_input_names
+        self.use_token_types = use_token_types
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def _encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -98,7 +113,9 @@ class PairEncoder:
         width = max(len(r) for r in rows)
         m = self.pad_to_multiple_of
         if m > 1:
-            width = (width + m - 1) // m * m
+            rounded = (width + m - 1) // m * m
+            width = rounded if self.max_positions is None else max(width, min(
+                rounded, self.max_positions))
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):

@@ -45,6 +45,7 @@ from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write
 from irdistill.losses import check_loss_params, get_loss
+from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
 
@@ -167,18 +168,23 @@ def _trainer_class():
             return (loss, scores) if return_outputs else loss
 
         def create_optimizer(self, model=None):
+            """The Trainer's optimizer, with the head (every parameter outside the
+            pre-trained encoder, whatever the family calls it) at ``head_lr``."""
             if self.head_lr is None or self.optimizer is not None:
                 return super().create_optimizer(model)
             model = model or self.model
-            prefix = getattr(model, "base_model_prefix", "")
-            encoder, head = [], []
-            for name, param in model.named_parameters():
-                if param.requires_grad:
-                    (encoder if prefix and name.startswith(prefix + ".") else head).append(param)
-            self.optimizer = torch.optim.AdamW(
-                [{"params": encoder, "lr": self.args.learning_rate},
-                 {"params": head, "lr": self.head_lr}],
-                weight_decay=self.args.weight_decay)
+            decay = set(self.get_decay_parameter_names(model))
+            groups = []
+            for params, lr in zip(split_parameters(model), (self.args.learning_rate,
+                                                             self.head_lr)):
+                for with_decay in (True, False):
+                    chosen = [p for n, p in params if (n in decay) == with_decay]
+                    if chosen:
+                        groups.append({"params": chosen, "lr": lr, "weight_decay":
+                                       self.args.weight_decay if with_decay else 0.0})
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "params", "model")}
+            self.optimizer = optimizer_cls(groups, **kwargs)
             return self.optimizer
 
     return GroupTrainer
@@ -194,6 +200,25 @@ def _log_callback(path: Path):
                     handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
     return JsonlLog()
+
+
+def _card(config: Config, digest: str, collection: str, groups, steps: int,
+          model_dir: Path) -> dict:
+    """What the model card says about the training run (see irdistill.models.model_card)."""
+    d, t = config.data, config.train
+    teacher = d.teacher_run and {"run": d.teacher_run, "mode": d.mode}
+    return {"name": str(model_dir), "objective": config.loss,
+            "loss_params": dict(config.loss_params), "teacher": teacher or None,
+            "data": {"collection": collection, "candidates": d.run or f"bm25 top-{d.depth}",
+                     "mode": d.mode,
+                     "groups": len(groups) if isinstance(groups, list) else str(groups),
+                     "documents_per_group": d.negatives + 1, "sampling": d.sampling},
+            "steps": steps,
+            "training": {"lr": t.lr, "head_lr": t.head_lr, "batch_size": t.batch_size,
+                         "grad_accum": t.grad_accum, "precision": t.precision,
+                         "scheduler": t.scheduler, "warmup_ratio": t.warmup_ratio,
+                         "seed": t.seed},
+            "config_hash": digest}
 
 
 def candidate_run(config: Config, collection: Collection) -> Run:
@@ -299,9 +324,14 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
 
     seed_everything(config.train.seed)  # the new head's initialisation depends on it
     m = config.model
+    cuda = torch.cuda.is_available()
     model = CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
                                          max_doc_length=m.max_doc_length,
-                                         num_hidden_layers=m.num_hidden_layers, device="cpu")
+                                         num_hidden_layers=m.num_hidden_layers, device="cpu",
+                                         attn_implementation=m.attn_implementation,
+                                         attn_device="cuda" if cuda else "cpu")
+    check_training_options(model.model, config.train.precision,
+                           config.train.gradient_checkpointing)
     if streamed:
         encoder = model.encoder
         query_tokens = LazyTokens(collection.query_texts, encoder.encode_queries)
@@ -315,7 +345,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                  max(len(g.doc_ids) for g in groups), config.loss)
 
     t = config.train
-    cuda = torch.cuda.is_available()
+    if t.precision == "fp16" and not cuda:
+        log.warning("fp16 mixed precision needs a GPU; training in fp32 (bf16 works on a CPU)")
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -330,6 +361,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16" and cuda,
         activation_checkpointing=t.gradient_checkpointing,
+        torch_compile=t.torch_compile,
+        **({"torch_compile_backend": t.torch_compile_backend} if t.torch_compile_backend else {}),
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -356,9 +389,11 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
 
     if trainer.is_world_process_zero():
         model.model = trainer.model
+        model.base_model = m.name
         tmp = output_dir / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, card=_card(config, digest, collection.name, groups,
+                                              trainer.state.global_step, model_dir))
         tmp.rename(model_dir)
     return model_dir
 
