@@ -28,6 +28,7 @@ TESTS = ("t", "wilcoxon")
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 CORRECTIONS = ("holm", "bonferroni", "none")
 FAMILIES = ("table", "dataset")
+EPS = 1e-12
 
 
 def paired_pvalue(a: Sequence[float], b: Sequence[float], test: str = "t") -> float:
@@ -35,7 +36,7 @@ def paired_pvalue(a: Sequence[float], b: Sequence[float], test: str = "t") -> fl
 
     Returns 1.0 when every difference is zero (no evidence of a difference), 0.0 for a t-test
     whose differences are all equal and non-zero (scipy would divide by a zero spread), and
-    NaN with fewer than two pairs.
+    NaN with fewer than two pairs. Differences within 1e-12 count as equal.
     """
     if test not in TESTS:
         raise unknown_name("significance test", test, TESTS)
@@ -46,12 +47,12 @@ def paired_pvalue(a: Sequence[float], b: Sequence[float], test: str = "t") -> fl
     if len(x) < 2:
         return math.nan
     d = x - y
-    if np.all(d == 0):
+    if np.all(np.abs(d) <= EPS):  # float noise of averaged values is no difference
         return 1.0
     from scipy import stats
 
     if test == "t":
-        if np.all(d == d[0]):
+        if np.ptp(d) <= EPS:
             return 0.0
         return float(stats.ttest_rel(x, y).pvalue)
     return float(stats.wilcoxon(x, y).pvalue)
