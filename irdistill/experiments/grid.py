@@ -237,8 +237,13 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
     if not isinstance(axes_raw, dict):
         raise IrdistillError("'axes' must map axis names to their values")
     axes = [_parse_axis(str(n), v) for n, v in axes_raw.items()]
-    if sum(a.is_seed for a in axes) > 1:
-        raise IrdistillError("two axes set the seed", hint="keep one 'seed' axis")
+    keys: dict[str, str] = {}
+    for axis in axes:
+        if axis.key is not None and axis.key in keys:
+            raise IrdistillError(f"axes '{keys[axis.key]}' and '{axis.name}' both set "
+                                 f"'{axis.key}'", hint="keep one of them")
+        if axis.key is not None:
+            keys[axis.key] = axis.name
     exclude = data.get("exclude") or []
     names = {a.name: {v.label for v in a.values} for a in axes}
     for rule in exclude:

@@ -269,7 +269,10 @@ def build_report(rs: ResultSet, baseline: str | None = None, *,
     if baseline is None:
         raise IrdistillError("no baseline named", hint="give --baseline NAME")
     if baseline not in systems:
-        raise unknown_name("baseline system", baseline, systems)
+        same = [s for s in systems if s.lower() == baseline.lower()]
+        if len(same) != 1:
+            raise unknown_name("baseline system", baseline, systems)
+        baseline = same[0]
     if correction not in CORRECTIONS:
         raise unknown_name("correction", correction, CORRECTIONS)
     available = rs.measures()
