@@ -214,8 +214,9 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder "
                                                    "(default: the grid's 'output').")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Override a key of the base config, e.g. --set train.max_steps=5 "
-                      "(repeatable; axes still win).")] = None,
+        "--set", help="Override a key of the base config (--set train.max_steps=5; axes "
+                      "still win) or of the grid (--set evaluation.depth=20); repeatable.")]
+    = None,
 ) -> None:
     """Train and evaluate every cell of a grid; finished work is reused, interrupted work resumes."""
     from irdistill.experiments.grid import load_grid, run_grid

@@ -99,6 +99,12 @@ def test_axes_expand_into_hashed_cells(tmp_path, beir_folder, tiny_bert):
     changed = load_grid(path, ["train.max_steps=3"]).cells()
     assert {c.hash for c in changed}.isdisjoint({c.hash for c in cells})
     assert all(c.config.train.max_steps == 3 for c in changed)
+    # keys of the grid itself are overridden too
+    other = load_grid(path, ["evaluation.depth=7", "suites=[mini, cranfield]",
+                             "base.train.lr=0.5"])
+    assert [s.depth for s in other.suite_settings()] == [7, 7]
+    assert other.base["train"]["lr"] == 0.5  # in the base; the train.lr axis still wins
+    assert {c.config.train.lr for c in other.cells()} == {1e-5, 1e-4}
 
 
 @pytest.mark.parametrize("case,axes,extra,words", [
@@ -120,6 +126,19 @@ def test_grid_errors_name_the_file_and_fix(tmp_path, beir_folder, tiny_bert, cas
     with pytest.raises(IrdistillError) as info:
         load_grid(path)
     assert words in str(info.value) and str(path) in str(info.value)
+
+
+def test_suites_from_a_file_beside_the_grid(tmp_path, beir_folder, tiny_bert):
+    path = write_grid(tmp_path, beir_folder, tiny_bert)
+    (tmp_path / "my-suites.yaml").write_text(
+        f"other: {{datasets: [{{id: {beir_folder}, split: test}}], measures: [AP], depth: 2}}\n")
+    text = path.read_text().replace("suites: [mini]", "suites: [other, cranfield]")
+    text = text[:text.index("suite_definitions:")] + "suite_definitions: my-suites.yaml\n" + \
+        text[text.index("output:"):]
+    path.write_text(text)
+    grid = load_grid(path, output=tmp_path / "elsewhere")
+    assert [s.name for s in grid.suites] == ["other", "cranfield"]
+    assert grid.suites[0].depth == 2 and grid.output == tmp_path / "elsewhere"
 
 
 def test_dry_run_lists_cells_and_writes_nothing(tmp_path, beir_folder, tiny_bert,

@@ -166,3 +166,20 @@ def test_evaluate_by_passages_gives_maxp_and_firstp(tmp_path, beir_folder, tiny_
         assert set(maxp[q]) == set(firstp[q]) == set(bm25[q])
         for d in maxp[q]:
             assert maxp[q][d] >= firstp[q][d] - 1e-4  # the best passage beats the first
+
+
+def test_cli_lists_and_checks_suites(tmp_path):
+    from typer.testing import CliRunner
+
+    from irdistill.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "suites"])
+    assert result.exit_code == 0, result.output
+    assert "beir-13:" in result.output and "writing (lotte/writing/test/search)" in result.output
+    assert "AP(rel=2)" in result.output and "MaxP and FirstP" in result.output
+    bad = tmp_path / "suites.yaml"
+    bad.write_text("mine: {datasets: [beir/trec-covd], measures: [nDCG@10]}\n")
+    result = runner.invoke(app, ["experiment", "suites", str(bad)])
+    assert result.exit_code == 2
+    assert "unknown dataset id 'beir/trec-covd'" in result.output and str(bad) in result.output

@@ -15,7 +15,7 @@ A grid file (YAML)::
         margin-mse: {loss: margin_mse, data: {mode: teacher_scores, teacher_run: t.trec}}
     exclude: [{objective: bce, seed: 42}]  # drop the cells matching every pair of one entry
     suites: [scifact, cranfield]           # built-in names or names defined below
-    suite_definitions: {}                  # user suites, as in irdistill.evaluation.suites
+    suite_definitions: {}                  # user suites (or the path of a YAML file of them)
     evaluation: {depth: 20, precision: bf16, batch_size: 64}
     baseline: BM25                         # default baseline of `irdistill compare`
     output: runs/scifact-objectives        # relative to the current directory
@@ -202,9 +202,13 @@ def _parse_axis(name: str, raw: Any) -> Axis:
     return Axis(name, None if all_patches else key, values)
 
 
-def _resolve_suites(names: Any, definitions: Any) -> list[Suite]:
+def _resolve_suites(names: Any, definitions: Any, base_dir: Path) -> list[Suite]:
     user = {}
-    if definitions:
+    if isinstance(definitions, str):  # a YAML file of suites, relative to the grid file
+        from irdistill.evaluation.suites import load_suites
+
+        user = load_suites(base_dir / definitions)
+    elif definitions:
         if not isinstance(definitions, dict):
             raise IrdistillError("'suite_definitions' must map suite names to their settings")
         user = {n: suite_from_dict(n, body, "suite_definitions") for n, body in
@@ -220,7 +224,13 @@ def _resolve_suites(names: Any, definitions: Any) -> list[Suite]:
 def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
                    overrides: list[str] | None = None, output: str | Path | None = None,
                    source: str | None = None) -> Grid:
-    """Build a :class:`Grid` from its YAML mapping; ``overrides`` (``key=value``) patch the base."""
+    """Build a :class:`Grid` from its YAML mapping. ``overrides`` (``key=value``) patch the
+    grid when they start with a grid key (``evaluation.depth=20``, ``suites=[scifact]``), the
+    base training config otherwise (``train.max_steps=5``)."""
+    grid_overrides = [o for o in overrides or [] if o.split("=", 1)[0].split(".")[0] in GRID_KEYS
+                      and not o.startswith("base.")]
+    overrides = [o.removeprefix("base.") for o in overrides or [] if o not in grid_overrides]
+    data = merge(data, parse_overrides(grid_overrides))
     for key in data:
         if key not in GRID_KEYS:
             raise IrdistillError(f"unknown grid key '{key}'", hint=suggest(key, GRID_KEYS))
@@ -258,7 +268,7 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
     evaluation = from_dict(EvaluationSettings, data.get("evaluation") or {}, "evaluation")
     out = Path(output or data.get("output") or Path("runs") / slug(name))
     return Grid(name, base, axes, _resolve_suites(data.get("suites"),
-                                                  data.get("suite_definitions")),
+                                                  data.get("suite_definitions"), base_dir),
                 evaluation, data.get("baseline"), out,
                 [{k: str(v) for k, v in r.items()} for r in exclude],
                 str(data.get("description") or ""), kind, source)
@@ -432,15 +442,24 @@ class _Datasets:
 
 
 def _check_names(grid: Grid, cells: list[Cell]) -> None:
-    """Fail before any work if a cell names a loss or data mode that does not exist."""
+    """Fail before any work if a cell (or a stage of it) names a loss or data mode that does
+    not exist."""
     from irdistill.data.sampling import MODES
     from irdistill.losses import get_loss
 
+    def field_of(obj, *path):
+        for key in path:
+            obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+        return obj
+
     for cell in cells:
         try:
-            get_loss(cell.config.loss)
-            if cell.config.data.mode not in MODES:
-                raise unknown_name("data mode", cell.config.data.mode, MODES)
+            for part in [cell.config, *(getattr(cell.config, "stages", None) or [])]:
+                loss, mode = field_of(part, "loss"), field_of(part, "data", "mode")
+                if loss is not None:
+                    get_loss(loss)
+                if mode is not None and mode not in MODES:
+                    raise unknown_name("data mode", mode, MODES)
         except IrdistillError as exc:
             exc.message = f"cell {cell.describe()}: {exc.message}"
             raise
@@ -488,13 +507,15 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
             info.update(cell=task.cell.hash, labels=task.cell.labels)
         if task.kind == "first_stage":
             suite = task.suite
+            run_file = task.prefix.with_name(task.prefix.name + ".trec")
+            if not run_file.exists():  # the candidates of every model: recompute them whole
+                task.prefix.with_name(task.prefix.name + ".json").unlink(missing_ok=True)
             evaluate_on_dataset(task.prefix, suite, spec, system=task.system,
                                 collection=lambda: data.collection(spec),
                                 candidates=lambda: first_stage_run(suite, spec,
                                                                    data.collection(spec)),
                                 info=info, show_progress=show_progress)
-            first_stage_files[(task.suite.name, spec.label)] = \
-                task.prefix.with_name(task.prefix.name + ".trec")
+            first_stage_files[(task.suite.name, spec.label)] = run_file
             return
         evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
                             collection=lambda: data.collection(spec), candidates=candidates(task),

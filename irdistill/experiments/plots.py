@@ -42,6 +42,16 @@ def save(fig, stem: Path) -> list[Path]:
     return files
 
 
+def _legend(axes, **kwargs) -> None:
+    """One legend (on the last panel) of every labelled artist of the panels, without repeats."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        axes[-1].legend(list(seen.values()), list(seen), fontsize=7, **kwargs)
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
@@ -57,9 +67,11 @@ def plot_spread(report: Report, measure: str, stem: Path) -> list[Path]:
     """Mean and spread over seeds per objective x backbone, one panel per dataset."""
     plt = _pyplot()
     rs = report.results
-    cols = rs.columns()
-    headers = report.headers()
     cells = seed_cells(rs, measure)
+    cols = [c for c in rs.columns() if any(col == c for _, col in cells)]
+    if not cols:
+        return []
+    headers = report.headers()
     hue_axis = _axis_name(report, "backbone")
     trained = [s for s in rs.systems() if rs.kind(s) == "trained"]
     labels_of = {r.system: r.labels for r in rs.results if r.kind == "trained"}
@@ -91,8 +103,7 @@ def plot_spread(report: Report, measure: str, stem: Path) -> list[Path]:
                            zorder=3)
                 ax.errorbar([x], [cell.mean], yerr=[cell.std or 0.0], fmt="_", markersize=14,
                             color=colour, capsize=4, zorder=4,
-                            label=h if h and ax is axes[0][0] and system == next(
-                                s for s in trained if hue(s) == h) else None)
+                            label=h or None)
         styles = iter(["--", ":", "-."])
         for system in rs.systems():
             if rs.kind(system) == "trained":
@@ -100,13 +111,14 @@ def plot_spread(report: Report, measure: str, stem: Path) -> list[Path]:
             cell = cells.get((system, col))
             if cell is not None:
                 ax.axhline(cell.mean, color="grey", linestyle=next(styles, "--"), linewidth=1,
-                           label=system if ax is axes[0][0] else None)
+                           label=system)
+        ax.set_xlim(-0.7, len(xs) - 0.3)
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs, rotation=30, ha="right")
         ax.set_title(headers[col])
         ax.set_ylabel(measure)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
+    _legend(axes[0], loc="best")
     fig.suptitle(f"{rs.title}: {measure}, seeds (dots), mean ± std (bars)", fontsize=10)
     fig.tight_layout()
     return save(fig, stem)
@@ -116,7 +128,10 @@ def plot_win_loss(report: Report, measure: str, stem: Path) -> list[Path]:
     """Queries won, tied and lost against the baseline, per system and dataset."""
     plt = _pyplot()
     rs = report.results
-    cols = rs.columns()
+    cols = [c for c in rs.columns() if any(report.comparison(s, c, measure)
+                                           for s in rs.systems())]
+    if not cols:
+        return []
     headers = report.headers()
     systems = [s for s in rs.systems() if s != report.baseline]
     fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 0.45 * len(systems) + 1.6),
@@ -138,7 +153,7 @@ def plot_win_loss(report: Report, measure: str, stem: Path) -> list[Path]:
         ax.invert_yaxis()
         ax.set_xlabel("queries")
         ax.set_title(headers[col])
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    _legend(axes[0], loc="lower right")
     fig.suptitle(f"{measure}: per-query wins / ties / losses against {report.baseline}",
                  fontsize=10)
     fig.tight_layout()

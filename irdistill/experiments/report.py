@@ -114,12 +114,13 @@ def load_grid_results(source: str | Path) -> ResultSet:
     if not results:
         raise IrdistillError("the experiment has no finished evaluation yet", path=root,
                              hint="run `irdistill experiment run` first")
-    from irdistill.evaluation.suites import Suite, suite_from_dict
+    from irdistill.config import from_dict
+    from irdistill.evaluation.suites import Suite
 
     texts: dict[str, list[str]] = {}
-    for name, body in manifest["suites"].items():
-        suite: Suite = suite_from_dict(name, {k: v for k, v in body.items() if k != "name"})
-        texts.setdefault(suite.first_stage_text(), []).append(name)
+    for body in manifest["suites"].values():
+        suite = from_dict(Suite, body)  # as run: not checked again (folders may have moved)
+        texts.setdefault(suite.first_stage_text(), []).append(suite.name)
     notes = [f"{text} ({', '.join(names)})" for text, names in texts.items()]
     untrained = sorted({r.system for r in results if r.kind == "untrained"})
     notes.append("untrained: " + (", ".join(untrained) if untrained else "(not evaluated)")
