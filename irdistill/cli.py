@@ -218,7 +218,7 @@ def run(
                       "still win) or of the grid (--set evaluation.depth=20); repeatable.")]
     = None,
 ) -> None:
-    """Train and evaluate every cell of a grid; finished work is reused, interrupted work resumes."""
+    """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes."""
     from irdistill.experiments.grid import load_grid, run_grid
 
     status = run_grid(load_grid(grid, set_, output), dry_run=dry_run)

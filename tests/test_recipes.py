@@ -25,6 +25,7 @@ EXPECTED_FROM_OTHER_WORK = {
     "loss:listnet", "loss:approx_ndcg", "loss:lambdaloss",
     "mode:teacher_scores", "mode:teacher_ranks", "mode:triples",
     "key:stages",  # two-stage recipes: a list of partial configs trained one after the other
+    "key:data.triples",  # the path of a streamed triple file (mode 'triples')
     # issue 9, SPLADE: the grid kind that trains and adapts sparse retrievers
     "kind:splade-adapt",
 }
@@ -51,6 +52,12 @@ def substitute(patch: dict, base: dict, missing: set, stages_ok: bool) -> dict:
         missing.add(f"loss:{out['loss']}")
         pending["loss"] = out["loss"]
         out["loss"] = PLACEHOLDER["loss"]
+    from irdistill.config import DataConfig
+
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+    for key in [k for k in out.get("data") or {} if k not in data_fields]:
+        missing.add(f"key:data.{key}")
+        pending[f"data.{key}"] = out["data"].pop(key)
     mode = (out.get("data") or {}).get("mode")
     if mode is not None and mode not in modes:
         missing.add(f"mode:{mode}")

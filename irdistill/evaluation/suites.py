@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,8 @@ def suite_from_dict(name: str, data: dict[str, Any], where: str = "suite") -> Su
 
 
 def load_suites(path: str | Path) -> dict[str, Suite]:
-    """User suites from a YAML file: ``{name: {datasets, measures, ...}}`` (or under ``suites:``)."""
+    """User suites from a YAML file: ``{name: {datasets, measures, ...}}``, at the top or under
+    ``suites:``."""
     data = read_yaml(path)
     data = data.get("suites", data) if isinstance(data.get("suites"), dict) else data
     try:

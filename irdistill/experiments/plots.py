@@ -5,7 +5,8 @@
   those axes; the first stage and the untrained model as horizontal lines.
 * ``winloss-<measure>``: per dataset, how many queries each system wins, ties and loses against
   the baseline (per-query values averaged over seeds).
-* ``training-loss``: training loss against steps, one panel per system, a line per seed, from its ``train_log.jsonl``.
+* ``training-loss``: training loss against steps, one panel per system, a line per seed, from
+  each cell's ``train_log.jsonl``.
   Evaluating every checkpoint on the test suites would multiply the evaluation cost by the
   number of checkpoints, which a CPU cannot afford; the loss curves show convergence instead.
 """

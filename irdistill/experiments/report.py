@@ -398,7 +398,8 @@ def deltas_csv(report: Report) -> str:
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "±": r"$\pm$", "α": r"$\alpha$",
-                 WIN: r"$\blacktriangle$", LOSS: r"$\blacktriangledown$", "–": "--", "≥": r"$\geq$"}
+                 WIN: r"$\blacktriangle$", LOSS: r"$\blacktriangledown$", "–": "--",
+                 "≥": r"$\geq$"}
 
 
 def latex_escape(text: str) -> str:
