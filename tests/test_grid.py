@@ -199,6 +199,21 @@ def test_interrupted_cell_resumes_and_only_it(tmp_path, beir_folder, tiny_bert, 
     assert train_state(folder) == "done"
 
 
+def test_state_and_loss_curve_of_a_two_stage_cell(tmp_path):
+    from irdistill.experiments.plots import read_cell_log
+
+    folder = tmp_path / "cell"
+    (folder / "stage-1" / "model").mkdir(parents=True)
+    (folder / "stage-1" / "model" / "config.json").write_text("{}")
+    (folder / "stage-1" / "train_log.jsonl").write_text(
+        '{"step": 5, "loss": 2.0}\n{"step": 10, "loss": 1.0}\n')
+    assert train_state(folder) == "stage 1 done"
+    (folder / "stage-2" / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (folder / "stage-2" / "train_log.jsonl").write_text('{"step": 4, "loss": 0.5}\n{"cut')
+    assert train_state(folder) == "stage 2 step 4"
+    assert read_cell_log(folder) == [(5, 2.0), (10, 1.0), (14, 0.5)]  # a cut line is skipped
+
+
 def test_unknown_loss_fails_before_any_work(tmp_path, beir_folder, tiny_bert, fake_training):
     path = write_grid(tmp_path, beir_folder, tiny_bert, "  objective: [bce, hingee]")
     with pytest.raises(IrdistillError, match="cell objective=hingee: unknown loss 'hingee'"):

@@ -357,15 +357,26 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
     return tasks
 
 
+def _stage_dirs(folder: Path) -> list[Path]:
+    """The folders of a multi-stage training (``stage-1``, ``stage-2``, ...), in order."""
+    stages = [p for p in folder.glob("stage-*") if p.name.split("-", 1)[1].isdigit()]
+    return sorted(stages, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
 def train_state(folder: Path) -> str:
-    """'done', 'step N' (an interrupted run that will resume), or 'todo'."""
+    """'done', 'step N' or 'stage K step N' (an interrupted run that will resume), or 'todo'."""
     if (folder / "done.json").exists():
         return "done"
-    checkpoints = sorted((folder / "checkpoints").glob("checkpoint-*"),
-                         key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-    if checkpoints:
-        return f"step {checkpoints[-1].name.rsplit('-', 1)[-1]}"
-    return "todo"
+    state = "todo"
+    for prefix, where in [("", folder)] + [(f"{p.name.replace('-', ' ')} ", p)
+                                           for p in _stage_dirs(folder)]:
+        checkpoints = sorted((where / "checkpoints").glob("checkpoint-*"),
+                             key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        if (where / "model" / "config.json").exists() and where != folder:
+            state = f"{prefix}done"
+        if checkpoints:
+            state = f"{prefix}step {checkpoints[-1].name.rsplit('-', 1)[-1]}"
+    return state
 
 
 @dataclass

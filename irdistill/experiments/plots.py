@@ -161,6 +161,21 @@ def plot_win_loss(report: Report, measure: str, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+def read_cell_log(folder: Path) -> list[tuple[int, float]]:
+    """(step, loss) of a cell: its ``train_log.jsonl``, or those of its stages one after the
+    other (a stage's steps continue the previous stage's)."""
+    from irdistill.experiments.grid import _stage_dirs
+
+    if (folder / "train_log.jsonl").exists():
+        return read_train_log(folder / "train_log.jsonl")
+    points: list[tuple[int, float]] = []
+    for stage in _stage_dirs(folder):
+        offset = points[-1][0] if points else 0
+        points += [(offset + step, loss) for step, loss in
+                   read_train_log(stage / "train_log.jsonl")]
+    return points
+
+
 def read_train_log(path: Path) -> list[tuple[int, float]]:
     points = []
     if not path.exists():
@@ -182,7 +197,7 @@ def plot_training_curves(report: Report, stem: Path) -> list[Path]:
         return []
     curves = []
     for cell in rs.cells:
-        points = read_train_log(rs.root / cell["folder"] / "train_log.jsonl")
+        points = read_cell_log(rs.root / cell["folder"])
         if points:
             curves.append((cell["system"], cell.get("seed"), points))
     if not curves:
