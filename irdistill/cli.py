@@ -188,6 +188,112 @@ def demo(
     typer.echo(f"results written to {output / 'results.json'}")
 
 
+# -- experiments: grids, suites, comparison (irdistill.experiments) --------------------------
+experiment_app = typer.Typer(no_args_is_help=True,
+                             help="Grids of training recipes trained and evaluated on suites.")
+app.add_typer(experiment_app, name="experiment")
+
+
+def experiment_command(fn):
+    """Like @command, for the commands of ``irdistill experiment``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except IrdistillError as exc:
+            if STATE["debug"]:
+                traceback.print_exc()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted (finished cells and evaluations are kept)", err=True)
+            raise typer.Exit(130) from None
+
+    return experiment_app.command()(wrapper)
+
+
+@experiment_command
+def run(
+    grid: Annotated[Path, typer.Argument(help="Grid file (YAML): base config, axes, suites.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and what is "
+                                          "done; train and evaluate nothing.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder "
+                                                   "(default: the grid's 'output').")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a key of the base config (--set train.max_steps=5; axes "
+                      "still win) or of the grid (--set evaluation.depth=20); repeatable.")]
+    = None,
+) -> None:
+    """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes."""
+    from irdistill.experiments.grid import load_grid, run_grid
+
+    status = run_grid(load_grid(grid, set_, output), dry_run=dry_run)
+    for line in status.lines():
+        typer.echo(line)
+    if not dry_run:
+        typer.echo(f"compare with: irdistill compare {status.grid.output}")
+
+
+@experiment_command
+def suites(
+    file: Annotated[Optional[Path], typer.Argument(help="YAML file of your own suites to "
+                                                   "check and list.")] = None,
+) -> None:
+    """List the evaluation suites (built in, or those of a YAML file) and check their ids."""
+    from irdistill.evaluation.suites import SUITES, check_suite, load_suites
+
+    pool = load_suites(file) if file is not None else SUITES
+    for suite in pool.values():
+        check_suite(suite)
+        typer.echo(f"{suite.name}: {suite.description}")
+        typer.echo(f"    measures: {' '.join(suite.measures)}; {suite.first_stage_text()}")
+        typer.echo("    datasets: " + ", ".join(f"{d.label} ({d.id})" if d.label != d.id
+                                                 else d.id for d in suite.datasets))
+
+
+@command
+def compare(
+    sources: Annotated[list[str], typer.Argument(
+        help="An experiment folder or grid file; or TREC runs as NAME=run.trec (a repeated "
+             "NAME is another seed of that system) with --qrels.")],
+    baseline: Annotated[Optional[str], typer.Option(help="System to test against (default: "
+                                                    "the grid's, else the first stage).")]
+    = None,
+    qrels: Annotated[Optional[str], typer.Option(help="Qrels of the runs: file, ir_datasets "
+                                                 "id or collection folder.")] = None,
+    measures: Annotated[Optional[list[str]], typer.Option(
+        "--measures", "-m", help="Measures to report (default: all evaluated; for runs "
+                                 "nDCG@10 RR@10).")] = None,
+    test: Annotated[str, typer.Option(help="Test behind the markers: t or wilcoxon (both are "
+                                      "in the CSV).")] = "t",
+    correction: Annotated[str, typer.Option(help="holm, bonferroni or none.")] = "holm",
+    family: Annotated[str, typer.Option(help="Correct over the whole table or per dataset.")]
+    = "table",
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder for the "
+                                                   "tables and plots (default: "
+                                                   "EXPERIMENT/report).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset label of the runs.")] = None,
+    first_stage: Annotated[Optional[str], typer.Option(help="Which run is the first stage.")]
+    = None,
+    untrained: Annotated[Optional[str], typer.Option(help="Which run is the untrained model.")]
+    = None,
+    plots: Annotated[bool, typer.Option(help="Also draw plots (PNG and PDF).")] = True,
+) -> None:
+    """Systems x datasets table over seeds, paired tests against a baseline, plots."""
+    from irdistill.experiments.report import compare as compare_results, to_markdown
+
+    names = [m for item in (measures or []) for m in item.split()] or None
+    report, files = compare_results(sources, qrels=qrels, baseline=baseline, measures=names,
+                                    test=test, correction=correction, family=family,
+                                    alpha=alpha, output=output, dataset=dataset,
+                                    first_stage=first_stage, untrained=untrained, plots=plots)
+    typer.echo(to_markdown(report))
+    typer.echo(f"wrote {len(files)} files to {files[0].parent}")
+# -- end of experiments -------------------------------------------------------------------
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,560 @@
+"""Grids of training recipes: axes expanded over a base config, trained and evaluated cell by cell.
+
+A grid file (YAML)::
+
+    name: scifact-objectives
+    base:                       # a training config (or the path of one, relative to this file)
+      data: {collection: beir/scifact/train, negatives: 3}
+      model: {name: minilm, max_doc_length: 128}
+      train: {max_steps: 40, batch_size: 8, precision: bf16}
+    axes:
+      objective: [bce, infonce, mse]       # alias of the config key 'loss'
+      seed: [13, 42]                       # alias of 'train.seed'
+      train.lr: [3.0e-5, 1.0e-4]           # any dotted config key
+      recipe:                              # label -> partial config, merged at the root
+        margin-mse: {loss: margin_mse, data: {mode: teacher_scores, teacher_run: t.trec}}
+    exclude: [{objective: bce, seed: 42}]  # drop the cells matching every pair of one entry
+    suites: [scifact, cranfield]           # built-in names or names defined below
+    suite_definitions: {}                  # user suites (or the path of a YAML file of them)
+    evaluation: {depth: 20, precision: bf16, batch_size: 64}
+    baseline: BM25                         # default baseline of `irdistill compare`
+    output: runs/scifact-objectives        # relative to the current directory
+
+Axis aliases: ``objective`` = ``loss``, ``backbone`` = ``model.name``, ``teacher`` =
+``data.teacher_run``, ``data`` = ``data.collection``, ``seed`` = ``train.seed``, ``lr`` =
+``train.lr``. A value given as a mapping is a partial config merged at the root.
+
+Each cell's folder is ``OUTPUT/cells/<config_hash>``: the same resolved config is the same
+folder, in this grid or any other grid sharing the output. A cell whose training finished
+(``done.json``) is not trained again; an interrupted one resumes from its checkpoints
+(:func:`irdistill.train.engine.train`). Every evaluation (system x suite dataset) is written
+atomically and reused. The first stage and the untrained backbone are evaluated once per
+dataset, in ``OUTPUT/shared``, and listed beside the trained cells in every table.
+``experiment.json`` in the output folder indexes the cells and evaluation files for
+``irdistill compare``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irdistill.config import Config, config_hash, from_dict, merge, parse_overrides, read_yaml, \
+    to_dict
+from irdistill.errors import IrdistillError, suggest, unknown_name
+from irdistill.evaluation.suites import Suite, check_suite, dataset_key, evaluate_on_dataset, \
+    first_stage_run, get_suite, load_dataset, slug, suite_from_dict
+from irdistill.io import write_json
+
+log = logging.getLogger(__name__)
+
+AXIS_ALIASES = {"objective": "loss", "backbone": "model.name", "teacher": "data.teacher_run",
+                "data": "data.collection", "seed": "train.seed", "lr": "train.lr"}
+SEED_KEY = "train.seed"
+GRID_KEYS = ("name", "description", "kind", "base", "axes", "exclude", "suites",
+             "suite_definitions", "evaluation", "baseline", "output")
+KINDS = ("cross-encoder",)  # what a grid trains; other model kinds register here
+MANIFEST = "experiment.json"
+
+
+def train_model(config: Config, output_dir: Path, show_progress: bool = True) -> Path:
+    """The training call of a cell (a module-level name, so tests can count its calls)."""
+    from irdistill.train.engine import train
+
+    return train(config, output_dir, show_progress=show_progress)
+
+
+@dataclass
+class EvaluationSettings:
+    depth: int | None = None  # overrides the depth of every suite
+    measures: list[str] | None = None  # overrides the measures of every suite
+    precision: str | None = None  # default: each cell's train.precision
+    batch_size: int = 64
+
+
+@dataclass
+class AxisValue:
+    label: str
+    patch: dict[str, Any]  # partial config merged over the base
+
+
+@dataclass
+class Axis:
+    name: str
+    key: str | None  # the config key the values set (None: values are partial configs)
+    values: list[AxisValue]
+
+    @property
+    def is_seed(self) -> bool:
+        return self.key == SEED_KEY
+
+
+@dataclass
+class Cell:
+    labels: dict[str, str]  # axis name -> value label
+    config: Config
+    hash: str
+    system: str  # the labels of every axis but the seed
+    seed: int
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.labels.items())
+
+
+@dataclass
+class Grid:
+    name: str
+    base: dict[str, Any]
+    axes: list[Axis]
+    suites: list[Suite]
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    baseline: str | None = None
+    output: Path = Path("runs")
+    exclude: list[dict[str, str]] = field(default_factory=list)
+    description: str = ""
+    kind: str = "cross-encoder"
+    source: str | None = None
+
+    # -- expansion ------------------------------------------------------------------------
+    def cells(self) -> list[Cell]:
+        """Every combination of axis values (minus ``exclude``), each a resolved config."""
+        system_axes = [a for a in self.axes if not a.is_seed]
+        cells: list[Cell] = []
+        seen: dict[str, Cell] = {}
+        for combo in itertools.product(*(a.values for a in self.axes)):
+            labels = {a.name: v.label for a, v in zip(self.axes, combo)}
+            if any(all(labels.get(k) == v for k, v in rule.items()) for rule in self.exclude):
+                continue
+            data = dict(self.base)
+            for value in combo:
+                data = merge(data, value.patch)
+            where = "cell " + ", ".join(f"{k}={v}" for k, v in labels.items())
+            try:
+                config = from_dict(Config, data)
+            except IrdistillError as exc:
+                exc.message = f"{where}: {exc.message}" if labels else exc.message
+                raise
+            digest = config_hash(config)
+            system = " / ".join(labels[a.name] for a in system_axes) or self.name
+            cell = Cell(labels, config, digest, system, config.train.seed)
+            if digest in seen:
+                raise IrdistillError(f"{where} has the same config as cell "
+                                     f"{seen[digest].describe()}",
+                                     hint="two axis values set the same thing; remove one")
+            seen[digest] = cell
+            cells.append(cell)
+        if not cells:
+            raise IrdistillError("the grid has no cell", hint="check 'exclude'")
+        return cells
+
+    def suite_settings(self) -> list[Suite]:
+        e = self.evaluation
+        return [s.with_overrides(e.depth, e.measures) for s in self.suites]
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.output / "cells" / cell.hash
+
+    def first_stage_name(self) -> str:
+        names = {s.first_stage_name() for s in self.suites}
+        return names.pop() if len(names) == 1 else "first stage"
+
+
+# -- loading ----------------------------------------------------------------------------------
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    """``("train.seed", 1)`` -> ``{"train": {"seed": 1}}``."""
+    for key in reversed(dotted.split(".")):
+        value = {key: value}
+    return value
+
+
+def _parse_axis(name: str, raw: Any) -> Axis:
+    key = AXIS_ALIASES.get(name, name)
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    elif isinstance(raw, list):
+        items = [(None, v) for v in raw]
+    else:
+        items = [(None, raw)]
+    if not items:
+        raise IrdistillError(f"axis '{name}' has no values")
+    values = []
+    all_patches = True
+    for label, value in items:
+        if isinstance(value, dict):
+            if label is None:
+                raise IrdistillError(f"axis '{name}': a partial config needs a label",
+                                     hint=f"write '{name}: {{label: {{...}}}}'")
+            patch = value
+        else:
+            all_patches = False
+            patch = _nest(key, value)
+            label = str(value) if label is None else str(label)
+        values.append(AxisValue(str(label), patch))
+    labels = [v.label for v in values]
+    if len(set(labels)) != len(labels):
+        raise IrdistillError(f"axis '{name}' has the same label twice: {labels}")
+    return Axis(name, None if all_patches else key, values)
+
+
+def _resolve_suites(names: Any, definitions: Any, base_dir: Path) -> list[Suite]:
+    user = {}
+    if isinstance(definitions, str):  # a YAML file of suites, relative to the grid file
+        from irdistill.evaluation.suites import load_suites
+
+        user = load_suites(base_dir / definitions)
+    elif definitions:
+        if not isinstance(definitions, dict):
+            raise IrdistillError("'suite_definitions' must map suite names to their settings")
+        user = {n: suite_from_dict(n, body, "suite_definitions") for n, body in
+                definitions.items()}
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise IrdistillError("the grid names no evaluation suite",
+                             hint="add 'suites: [scifact]' (see `irdistill experiment suites`)")
+    return [check_suite(get_suite(n, user)) for n in names]
+
+
+def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
+                   overrides: list[str] | None = None, output: str | Path | None = None,
+                   source: str | None = None) -> Grid:
+    """Build a :class:`Grid` from its YAML mapping. ``overrides`` (``key=value``) patch the
+    grid when they start with a grid key (``evaluation.depth=20``, ``suites=[scifact]``), the
+    base training config otherwise (``train.max_steps=5``)."""
+    grid_overrides = [o for o in overrides or [] if o.split("=", 1)[0].split(".")[0] in GRID_KEYS
+                      and not o.startswith("base.")]
+    overrides = [o.removeprefix("base.") for o in overrides or [] if o not in grid_overrides]
+    data = merge(data, parse_overrides(grid_overrides))
+    for key in data:
+        if key not in GRID_KEYS:
+            raise IrdistillError(f"unknown grid key '{key}'", hint=suggest(key, GRID_KEYS))
+    kind = data.get("kind", "cross-encoder")
+    if kind not in KINDS:
+        raise unknown_name("grid kind", kind, KINDS)
+    base = data.get("base") or {}
+    if isinstance(base, str):
+        base = read_yaml(base_dir / base)
+    if not isinstance(base, dict):
+        raise IrdistillError("'base' must be a training config mapping or the path of one")
+    base = merge(base, parse_overrides(overrides))
+    axes_raw = data.get("axes") or {}
+    if not isinstance(axes_raw, dict):
+        raise IrdistillError("'axes' must map axis names to their values")
+    axes = [_parse_axis(str(n), v) for n, v in axes_raw.items()]
+    keys: dict[str, str] = {}
+    for axis in axes:
+        if axis.key is not None and axis.key in keys:
+            raise IrdistillError(f"axes '{keys[axis.key]}' and '{axis.name}' both set "
+                                 f"'{axis.key}'", hint="keep one of them")
+        if axis.key is not None:
+            keys[axis.key] = axis.name
+    exclude = data.get("exclude") or []
+    names = {a.name: {v.label for v in a.values} for a in axes}
+    for rule in exclude:
+        if not isinstance(rule, dict) or not rule:
+            raise IrdistillError("each 'exclude' entry maps axis names to value labels")
+        for k, v in rule.items():
+            if k not in names:
+                raise unknown_name("axis in 'exclude'", k, names)
+            if str(v) not in names[k]:
+                raise unknown_name(f"value of axis '{k}' in 'exclude'", str(v), names[k])
+    name = str(data.get("name") or (Path(source).stem if source else "grid"))
+    evaluation = from_dict(EvaluationSettings, data.get("evaluation") or {}, "evaluation")
+    out = Path(output or data.get("output") or Path("runs") / slug(name))
+    return Grid(name, base, axes, _resolve_suites(data.get("suites"),
+                                                  data.get("suite_definitions"), base_dir),
+                evaluation, data.get("baseline"), out,
+                [{k: str(v) for k, v in r.items()} for r in exclude],
+                str(data.get("description") or ""), kind, source)
+
+
+def load_grid(path: str | Path, overrides: list[str] | None = None,
+              output: str | Path | None = None) -> Grid:
+    """Read a grid file; errors name the file."""
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        grid = grid_from_dict(data, base_dir=path.parent, overrides=overrides, output=output,
+                              source=str(path))
+        grid.cells()  # every cell must resolve to a valid config
+        return grid
+    except IrdistillError as exc:
+        if exc.path is None:
+            exc.path = str(path)
+        raise
+
+
+# -- status, evaluation files -----------------------------------------------------------------
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def backbone_settings(config: Config) -> dict[str, Any]:
+    """What makes two untrained models the same (the first cell's seed initialises a new head)."""
+    return to_dict(config.model)
+
+
+def untrained_name(grid: Grid, cell: Cell) -> str:
+    axis = next((a for a in grid.axes if a.key == "model.name"), None)
+    label = cell.labels[axis.name] if axis else Path(cell.config.model.name).name
+    if cell.config.model.num_hidden_layers:
+        label += f" L{cell.config.model.num_hidden_layers}"
+    return f"untrained {label}"
+
+
+@dataclass
+class EvalTask:
+    system: str
+    kind: str  # first_stage | untrained | trained
+    suite: Suite
+    dataset: Any  # DatasetSpec
+    prefix: Path
+    cell: Cell | None = None
+    seed: int | None = None
+    precision: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.prefix.with_name(self.prefix.name + ".json").exists()
+
+
+def _precision(grid: Grid, cell: Cell) -> str:
+    return grid.evaluation.precision or cell.config.train.precision
+
+
+def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
+    """Every evaluation the grid needs, shared ones (first stage, untrained) first."""
+    cells = cells if cells is not None else grid.cells()
+    backbones: dict[str, Cell] = {}
+    for cell in cells:
+        key = _short_hash({**backbone_settings(cell.config), "precision": _precision(grid, cell)})
+        backbones.setdefault(key, cell)
+    tasks = []
+    for suite in grid.suite_settings():
+        for spec in suite.datasets:
+            folder = grid.output / "shared" / suite.name / f"{slug(spec.label)}-" \
+                                                           f"{dataset_key(suite, spec)}"
+            tasks.append(EvalTask(suite.first_stage_name(), "first_stage", suite, spec,
+                                  folder / "first_stage"))
+            for key, cell in backbones.items():
+                tasks.append(EvalTask(untrained_name(grid, cell), "untrained", suite, spec,
+                                      folder / f"untrained-{key}", cell,
+                                      precision=_precision(grid, cell)))
+    for cell in cells:
+        for suite in grid.suite_settings():
+            for spec in suite.datasets:
+                precision = _precision(grid, cell)
+                name = f"{slug(spec.label)}-{dataset_key(suite, spec)}-{precision}"
+                tasks.append(EvalTask(cell.system, "trained", suite, spec,
+                                      grid.cell_dir(cell) / "eval" / suite.name / name, cell,
+                                      cell.seed, precision))
+    return tasks
+
+
+def _stage_dirs(folder: Path) -> list[Path]:
+    """The folders of a multi-stage training (``stage-1``, ``stage-2``, ...), in order."""
+    stages = [p for p in folder.glob("stage-*") if p.name.split("-", 1)[1].isdigit()]
+    return sorted(stages, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def train_state(folder: Path) -> str:
+    """'done', 'step N' or 'stage K step N' (an interrupted run that will resume), or 'todo'."""
+    if (folder / "done.json").exists():
+        return "done"
+    state = "todo"
+    for prefix, where in [("", folder)] + [(f"{p.name.replace('-', ' ')} ", p)
+                                           for p in _stage_dirs(folder)]:
+        checkpoints = sorted((where / "checkpoints").glob("checkpoint-*"),
+                             key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        if (where / "model" / "config.json").exists() and where != folder:
+            state = f"{prefix}done"
+        if checkpoints:
+            state = f"{prefix}step {checkpoints[-1].name.rsplit('-', 1)[-1]}"
+    return state
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    folder: Path
+    training: str
+    evaluations_done: int
+    evaluations: int
+
+
+@dataclass
+class GridStatus:
+    grid: Grid
+    cells: list[CellStatus]
+    shared_done: int
+    shared: int
+
+    def lines(self) -> list[str]:
+        out = [f"grid '{self.grid.name}': {len(self.cells)} cells, output {self.grid.output}",
+               f"suites: {', '.join(s.name for s in self.grid.suite_settings())}; shared "
+               f"evaluations (first stage, untrained) done: {self.shared_done}/{self.shared}"]
+        for st in self.cells:
+            out.append(f"  {st.cell.hash}  {st.cell.describe():<40}  train: {st.training:<9} "
+                       f"eval: {st.evaluations_done}/{st.evaluations}")
+        return out
+
+
+def grid_status(grid: Grid) -> GridStatus:
+    cells = grid.cells()
+    tasks = plan(grid, cells)
+    shared = [t for t in tasks if t.kind != "trained"]
+    out = []
+    for cell in cells:
+        mine = [t for t in tasks if t.kind == "trained" and t.cell is cell]
+        out.append(CellStatus(cell, grid.cell_dir(cell), train_state(grid.cell_dir(cell)),
+                              sum(t.done for t in mine), len(mine)))
+    return GridStatus(grid, out, sum(t.done for t in shared), len(shared))
+
+
+def write_manifest(grid: Grid, cells: list[Cell], tasks: list[EvalTask]) -> None:
+    """``experiment.json``: what ``irdistill compare`` reads to find every result."""
+    axes = {a.name: {"key": a.key, "values": [v.label for v in a.values], "seed": a.is_seed}
+            for a in grid.axes}
+    write_json(grid.output / MANIFEST, {
+        "name": grid.name, "description": grid.description, "grid_file": grid.source,
+        "baseline": grid.baseline, "first_stage": grid.first_stage_name(), "axes": axes,
+        "suites": {s.name: dataclasses.asdict(s) for s in grid.suite_settings()},
+        "cells": [{"hash": c.hash, "system": c.system, "seed": c.seed, "labels": c.labels,
+                   "folder": str(grid.cell_dir(c).relative_to(grid.output))} for c in cells],
+        "evaluations": [{"system": t.system, "kind": t.kind, "seed": t.seed,
+                         "suite": t.suite.name, "dataset": t.dataset.label,
+                         "cell": t.cell.hash if t.cell is not None and t.kind == "trained"
+                         else None,
+                         "labels": t.cell.labels if t.cell is not None and t.kind == "trained"
+                         else {},
+                         "file": str(t.prefix.relative_to(grid.output)) + ".json"}
+                        for t in tasks],
+    })
+
+
+# -- running ----------------------------------------------------------------------------------
+class _Datasets:
+    """Collections and first-stage runs, loaded once per dataset for the whole grid."""
+
+    def __init__(self):
+        self.collections: dict[tuple, Any] = {}
+
+    def collection(self, spec):
+        key = (spec.id, spec.split)
+        if key not in self.collections:
+            self.collections[key] = load_dataset(spec)
+        return self.collections[key]
+
+
+def _check_names(grid: Grid, cells: list[Cell]) -> None:
+    """Fail before any work if a cell (or a stage of it) names a loss or data mode that does
+    not exist."""
+    from irdistill.data.sampling import MODES
+    from irdistill.losses import get_loss
+
+    def field_of(obj, *path):
+        for key in path:
+            obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+        return obj
+
+    for cell in cells:
+        try:
+            for part in [cell.config, *(getattr(cell.config, "stages", None) or [])]:
+                loss, mode = field_of(part, "loss"), field_of(part, "data", "mode")
+                if loss is not None:
+                    get_loss(loss)
+                if mode is not None and mode not in MODES:
+                    raise unknown_name("data mode", mode, MODES)
+        except IrdistillError as exc:
+            exc.message = f"cell {cell.describe()}: {exc.message}"
+            raise
+
+
+def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -> GridStatus:
+    """Train and evaluate every cell of ``grid``; finished work is reused.
+
+    With ``dry_run`` nothing is trained, evaluated or written: the status of each cell is
+    returned.
+    """
+    from irdistill.data.trec import read_run
+    from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.utils import seed_everything
+
+    cells = grid.cells()
+    _check_names(grid, cells)
+    if dry_run:
+        return grid_status(grid)
+    tasks = plan(grid, cells)
+    grid.output.mkdir(parents=True, exist_ok=True)
+    write_manifest(grid, cells, tasks)
+    data = _Datasets()
+    first_stage_files: dict[tuple, Path] = {}
+    started = time.time()
+
+    def candidates(task: EvalTask):
+        path = first_stage_files[(task.suite.name, task.dataset.label)]
+        return lambda: read_run(path)
+
+    def untrained_loader(cell: Cell, precision: str):
+        def load():
+            m = cell.config.model
+            seed_everything(cell.config.train.seed)  # the new head's initialisation
+            return CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
+                                                max_doc_length=m.max_doc_length,
+                                                num_hidden_layers=m.num_hidden_layers,
+                                                precision=precision)
+        return load
+
+    def run_task(task: EvalTask, model=None) -> None:
+        spec = task.dataset
+        info = {"kind": task.kind, "seed": task.seed}
+        if task.cell is not None and task.kind == "trained":
+            info.update(cell=task.cell.hash, labels=task.cell.labels)
+        if task.kind == "first_stage":
+            suite = task.suite
+            run_file = task.prefix.with_name(task.prefix.name + ".trec")
+            if not run_file.exists():  # the candidates of every model: recompute them whole
+                task.prefix.with_name(task.prefix.name + ".json").unlink(missing_ok=True)
+            evaluate_on_dataset(task.prefix, suite, spec, system=task.system,
+                                collection=lambda: data.collection(spec),
+                                candidates=lambda: first_stage_run(suite, spec,
+                                                                   data.collection(spec)),
+                                info=info, show_progress=show_progress)
+            first_stage_files[(task.suite.name, spec.label)] = run_file
+            return
+        evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
+                            collection=lambda: data.collection(spec), candidates=candidates(task),
+                            model=model, batch_size=grid.evaluation.batch_size,
+                            show_progress=show_progress, info=info)
+
+    shared = [t for t in tasks if t.kind != "trained"]
+    for i, task in enumerate(shared, 1):
+        log.info("[shared %d/%d] %s on %s/%s%s", i, len(shared), task.system, task.suite.name,
+                 task.dataset.label, " (done)" if task.done else "")
+        run_task(task, None if task.kind == "first_stage"
+                 else untrained_loader(task.cell, task.precision))
+
+    for i, cell in enumerate(cells, 1):
+        folder = grid.cell_dir(cell)
+        state = train_state(folder)
+        log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
+                 {"done": "done", "todo": "starts"}.get(state, f"resumes from {state}"))
+        if state != "done":
+            model_dir = train_model(cell.config, folder, show_progress=show_progress)
+            write_json(folder / "done.json", {"model": str(Path(model_dir).relative_to(folder)),
+                                              "config_hash": cell.hash, "labels": cell.labels})
+        done = json.loads((folder / "done.json").read_text())
+        model_dir = folder / done["model"]
+        for task in (t for t in tasks if t.kind == "trained" and t.cell is cell):
+            precision = task.precision
+            run_task(task, lambda p=precision: CrossEncoder.from_pretrained(str(model_dir),
+                                                                           precision=p))
+    log.info("grid '%s' finished in %.0f s; results in %s", grid.name, time.time() - started,
+             grid.output)
+    return grid_status(grid)
