@@ -316,9 +316,11 @@ def llm(
     after an interruption and it goes on from there. Train on the result with
     data.mode=teacher_ranks and data.teacher_run=OUTPUT.
     """
-    from irdistill.teachers.llm import LlmSettings, llm_teacher, load_backend, window_spans
+    from irdistill.teachers.llm import (LlmSettings, check_backend, llm_teacher, load_backend,
+                                        window_spans)
 
-    window_spans(2, window, stride)  # bad settings fail before the model loads
+    window_spans(2, window, stride)  # bad settings fail before any work
+    check_backend(backend)
     coll, candidates, source = _candidates(collection, split, run, depth)
     engine = load_backend(model, backend, batch_size=batch_size, device=device,
                           precision=precision, context_size=context_size,

@@ -10,8 +10,8 @@ over the candidates from the bottom up (RankGPT), so strong documents rise to th
   user message ``PREFIX + BODY * n + SUFFIX``, rendered with the tokenizer's chat template
   (Zephyr's own template for RankZephyr; :data:`ZEPHYR_CHAT_TEMPLATE` when a tokenizer has none).
   As in rank_llm, ``[n]`` inside query and passages becomes ``(n)``, each passage keeps its first
-  ``max_passage_words * 20 / window`` words, and passages are cut further until the prompt and
-  the answer fit ``context_size`` tokens.
+  ``max_passage_words * 20 / window`` words, and passages are cut further (to the most words
+  that fit) until the prompt and the answer fit ``context_size`` tokens.
 * **Windows** (:func:`window_spans`): window 20, stride 10 by default: candidates 80-100, then
   70-90, ..., 0-20 of a top-100, each window applied to the order the previous one left.
 * **Batching**: the windows of one query depend on each other, so the windows at position ``p``
@@ -253,20 +253,28 @@ class Prompter:
         return self.tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
 
     def render(self, query: str, passages: Sequence[str]) -> list[int]:
-        """Token ids of the window's prompt; passages are cut until prompt + answer fit."""
+        """Token ids of the window's prompt. Passages keep ``max_passage_words * 20 / n`` words
+        (as in rank_llm); if prompt + answer exceed the context, they keep the largest number of
+        words that fits (found by bisection)."""
         num = len(passages)
         budget = self.settings.context_size - self.answer_tokens(num)
-        words = self.settings.max_passage_words * REFERENCE_WINDOW / num
-        while True:
-            ids = self.encode(self.text(query, passages, words))
-            if len(ids) <= budget:
-                return ids
-            if words <= 1:
-                raise IrdistillError(
-                    f"a window of {num} passages does not fit {self.settings.context_size} "
-                    f"tokens even at one word per passage",
-                    hint="raise --context-size or lower --window")
-            words = max(1, words - max(1, (len(ids) - budget) // (num * 4)))
+        words = max(1, int(self.settings.max_passage_words * REFERENCE_WINDOW / num))
+        ids = self.encode(self.text(query, passages, words))
+        if len(ids) <= budget:
+            return ids
+        low, high, best = 1, words - 1, None
+        while low <= high:
+            middle = (low + high) // 2
+            candidate = self.encode(self.text(query, passages, middle))
+            if len(candidate) <= budget:
+                best, low = candidate, middle + 1
+            else:
+                high = middle - 1
+        if best is None:
+            raise IrdistillError(
+                f"a window of {num} passages does not fit {self.settings.context_size} tokens "
+                f"even at one word per passage", hint="raise --context-size or lower --window")
+        return best
 
 
 # -- backends ------------------------------------------------------------------------------------
@@ -354,9 +362,7 @@ class VllmBackend:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise IrdistillError("the vLLM backend needs the vllm package",
-                                 hint="pip install vllm on a GPU machine, or use --backend "
-                                      "transformers") from None
+            raise VLLM_MISSING from None
         dtype = {None: "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(
             precision)
         if dtype is None:
@@ -375,18 +381,33 @@ class VllmBackend:
         return [o.outputs[0].text for o in outputs]
 
 
+VLLM_MISSING = IrdistillError("the vLLM backend needs the vllm package",
+                              hint="pip install vllm on a GPU machine, or use --backend "
+                                   "transformers")
+
+
 def vllm_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("vllm") is not None
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except ValueError:  # in sys.modules without a spec (e.g. blocked)
+        return False
+
+
+def check_backend(backend: str) -> None:
+    """Fail early on an unknown backend or a vLLM backend without vllm."""
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
+    if backend == "vllm" and not vllm_available():
+        raise VLLM_MISSING
 
 
 def load_backend(name_or_path: str, backend: str = "auto", *, batch_size: int = 4,
                  device: str | None = None, precision: str | None = None,
                  context_size: int = 4096, tensor_parallel_size: int = 1) -> Backend:
     """``auto``: vLLM when it is installed and a GPU is there, else transformers."""
-    if backend not in BACKENDS:
-        raise unknown_name("backend", backend, BACKENDS)
+    check_backend(backend)
     if backend == "auto":
         import torch
 
