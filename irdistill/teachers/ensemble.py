@@ -156,6 +156,7 @@ class ScoringSettings:
     device: str | None = None
     max_query_length: int | None = None
     max_doc_length: int | None = None
+    block_pairs: int = 20_000  # pairs per checkpointed block of queries
 
 
 def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
@@ -184,7 +185,7 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     checkpoint = store.checkpoint_path(key)
     scores = rerank_run(model, collection, as_run(candidates), depth=depth,
                         batch_size=settings.batch_size, checkpoint=checkpoint,
-                        show_progress=show_progress)
+                        block_pairs=settings.block_pairs, show_progress=show_progress)
     write_run(path, scores, tag=slug(teacher.name))
     write_run_provenance(path, kind="teacher", teacher=teacher.name, model=teacher.source,
                          model_fingerprint=fingerprint, collection=collection.name,
@@ -250,6 +251,7 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     output = Path(output)
     store = TeacherStore(output)
     candidates = candidates_of(run, depth, collection.qrels, add_positives)
+    collection.query_texts(list(candidates))  # a run of another collection fails before scoring
     runs: dict[str, Run] = {}
     paths: dict[str, Path] = {}
     reused: list[str] = []
