@@ -290,3 +290,58 @@ def test_training_from_the_ensemble_run(tmp_path, tiny_bert, tiny_bert_b, beir_f
     logged = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     (step,) = [s for s in logged if "loss" in s]
     assert math.isfinite(step["loss"]) and step["grad_norm"] > 0
+
+
+# -- the KD vs contrastive script at toy scale ---------------------------------------------------
+def test_kd_vs_contrastive_script_at_toy_scale(tmp_path, tiny_bert, scifact_available, capsys,
+                                               monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "kd_vs_contrastive.py"
+    spec = importlib.util.spec_from_file_location("kd_vs_contrastive", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "kd"
+    args = ["--model", tiny_bert, "--student-layers", "1", "--teachers", "infonce:1", "bce:2",
+            "--teacher-steps", "1", "--student-steps", "1", "--batch-size", "2",
+            "--teacher-queries", "8", "--train-queries", "6", "--train-depth", "4",
+            "--eval-queries", "5", "--depth", "5", "--max-doc-length", "32",
+            "--precision", "fp32", "--output", str(out)]
+    assert script.main(args) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert list(rows) == ["bm25", "teacher-infonce-s1", "teacher-bce-s2", "ensemble (zscore)",
+                          "student untrained (1 layers)", "student infonce (contrastive)",
+                          "student margin_mse (KD from ensemble)", "student kl (KD from ensemble)"]
+    for row in rows.values():
+        assert 0 <= row["nDCG@10"] <= 1 and row["queries"] == 5
+    # the ensemble's training targets: 6 queries, top-4 + judged positives, two stored teachers
+    targets = read_run(out / "targets-train" / "ensemble-zscore.trec")
+    assert len(targets) == 6 and all(4 <= len(d) <= 6 for d in targets.values())
+    assert len(list((out / "targets-train" / "teachers").glob("*.trec"))) == 2
+    record = json.loads((out / "targets-train" / "ensemble-zscore.provenance.json").read_text())
+    assert record["normalisation"] == "zscore" and record["add_positives"] is True
+    # the KD students trained on those targets, the contrastive one on the labels
+    students = {p.name.split("-")[0]: p for p in (out / "students").iterdir()
+                if not p.name.startswith("untrained")}
+    assert sorted(students) == ["infonce", "kl", "margin_mse"]
+    for loss, folder in students.items():
+        provenance = json.loads((folder / "provenance.json").read_text())
+        assert provenance["config"]["model"]["num_hidden_layers"] == 1
+        expected = "labels" if loss == "infonce" else "teacher_scores"
+        assert provenance["data"]["mode"] == expected
+        if expected == "teacher_scores":
+            assert provenance["data"]["source"] == str(out / "targets-train" /
+                                                       "ensemble-zscore.trec")
+    table = (out / "table.md").read_text()
+    assert "| ensemble (zscore) |" in table and table in capsys.readouterr().out
+
+    # run again: every training, scoring and re-ranking is reused
+    def no_model(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    monkeypatch.setattr("irdistill.models.cross_encoder.CrossEncoder.from_pretrained", no_model)
+    assert script.main(args) == 0
+    assert json.loads((out / "results.json").read_text()) == rows
+    with pytest.raises(IrdistillError, match="not LOSS:SEED"):
+        script.main(["--teachers", "infonse:1", "--output", str(tmp_path / "bad")])
