@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from irdistill.cli import app
-from irdistill.data.trec import ranked, read_run
+from irdistill.data.trec import read_run
 from irdistill.errors import IrdistillError
-from irdistill.teachers.ensemble import (Teacher, build_ensemble, candidates_of, combine,
-                                         normalise)
+from irdistill.teachers.ensemble import (ScoringSettings, Teacher, build_ensemble,
+                                         candidates_of, combine, normalise)
 
 runner = CliRunner()
 
@@ -143,7 +143,7 @@ def test_ensemble_command_stores_teachers_and_reuses_them(tmp_path, tiny_bert, t
 def test_interrupted_teacher_scoring_resumes_from_its_checkpoint(tmp_path, tiny_bert,
                                                                  beir_folder):
     from irdistill.data.collection import load_collection
-    from irdistill.teachers.ensemble import ScoringSettings, as_run, score_teacher
+    from irdistill.teachers.ensemble import as_run, score_teacher
     from irdistill.teachers.store import TeacherStore, candidates_digest, fingerprint_model
 
     collection = load_collection(beir_folder, "test")
@@ -173,8 +173,7 @@ def test_teacher_given_as_a_run_file(tmp_path, tiny_bert, beir_folder):
     run = {"q1": {"d1": 2.0, "d2": 1.0}, "q2": {"d2": 2.0, "d3": 1.0}}
     result = build_ensemble([f"imp={scores}", Teacher("a", tiny_bert)], collection, run,
                             tmp_path / "out", depth=2, normalisation="minmax",
-                            settings=__import__("irdistill.teachers.ensemble", fromlist=["x"])
-                            .ScoringSettings(device="cpu"), show_progress=False)
+                            settings=ScoringSettings(device="cpu"), show_progress=False)
     assert result.reused == ["imp"] and result.teacher_runs["imp"] == scores
     assert sorted(result.run["q1"]) == ["d1", "d2"] and list(result.run["q2"]) == ["d2"]
     assert result.provenance["pairs_left_out"] == 1  # (q2, d3): no score in the imported run
