@@ -134,6 +134,11 @@ def test_ensemble_command_stores_teachers_and_reuses_them(tmp_path, tiny_bert, t
     zrun = read_run(out / "ens-z.trec")
     expected = combine({"a": a, "b": b}, "zscore").run
     assert zrun == pytest.approx({q: pytest.approx(v, abs=1e-5) for q, v in expected.items()})
+    renamed = invoke("teach", "ensemble", beir_folder, "--split", "test", "--run",
+                     candidates_file, "--teacher", f"first={tiny_bert}", "--depth", 3,
+                     "--name", "one", "--output", out)
+    assert renamed.exit_code == 0 and "teacher first: reused" in renamed.output  # same model
+    assert read_run(out / "one.trec") == read_run(teacher_files[0])
     # other candidates (depth 4) are a different candidate set: scoring is needed again
     deeper = invoke("teach", "ensemble", beir_folder, "--split", "test", "--run",
                     candidates_file, "--teacher", f"a={tiny_bert}", "--depth", 4, "--output", out)

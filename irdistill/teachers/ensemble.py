@@ -172,10 +172,11 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     key = store.key(teacher.name, model=fingerprint, candidates=digest,
                     max_query_length=settings.max_query_length,
                     max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32")
+    found = store.find(key)
+    if found is not None:
+        log.info("teacher %s: scores reused from %s", teacher.name, found)
+        return read_run(found), found, True
     path = store.run_path(key)
-    if path.exists():
-        log.info("teacher %s: scores reused from %s", teacher.name, path)
-        return read_run(path), path, True
     log.info("teacher %s: scoring %d pairs of %d queries", teacher.name,
              sum(len(d) for d in candidates.values()), len(candidates))
     model = CrossEncoder.from_pretrained(teacher.source, max_query_length=settings.max_query_length,

@@ -3,7 +3,8 @@
 A teacher's run is named by what produced it: ``<name>-<hash>.trec`` under ``OUT/teachers/``,
 where the hash covers the model's files (config and weights, by content), the candidate set
 (query ids and document ids) and every setting that changes a score (lengths, precision). A new
-ensemble of teachers already scored on the same candidates reads their runs and scores nothing;
+ensemble of teachers already scored on the same candidates reads their runs and scores nothing
+(also when a teacher is given another name);
 a teacher changed in any of those respects gets a new file. Scoring in progress is kept in
 ``<name>-<hash>.partial.jsonl`` (the checkpoint of :func:`irdistill.evaluation.rerank.rerank_run`)
 until the run is complete.
@@ -97,6 +98,14 @@ class TeacherStore:
 
     def has(self, key: str) -> bool:
         return self.run_path(key).exists()
+
+    def find(self, key: str) -> Path | None:
+        """The stored run of ``key``, or of the same hash under another teacher name."""
+        if self.run_path(key).exists():
+            return self.run_path(key)
+        digest = key.rsplit("-", 1)[-1]
+        found = sorted(self.folder.glob(f"*-{digest}.trec")) if self.folder.is_dir() else []
+        return found[0] if found else None
 
 
 def provenance_path(run_path: str | Path) -> Path:
