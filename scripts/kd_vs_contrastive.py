@@ -29,7 +29,7 @@ Full budget, about 25-30 minutes on a 2-core CPU with bf16::
 
 Toy scale::
 
-    python scripts/kd_vs_contrastive.py --model TINY --student-layers 1 --teacher-steps 1 \\
+    python scripts/kd_vs_contrastive.py --model TINY --student-layers 1 --teacher-steps 2 \\
         --student-steps 1 --batch-size 2 --teacher-queries 8 --train-queries 6 --train-depth 4 \\
         --eval-queries 5 --depth 5 --precision fp32 --output /tmp/kd
 """
