@@ -34,23 +34,29 @@ def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks
     setup_logging(verbose)
 
 
-def command(fn):
-    """Register a command whose IrdistillError becomes one line on stderr and exit status 2."""
+def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
+    """Register a command (on ``app``, or the sub-app ``on``) whose IrdistillError becomes one
+    ``error:`` line on stderr and exit status 2. Use as ``@command`` or
+    ``@command(on=teach_app, name="import")``."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except IrdistillError as exc:
-            if STATE["debug"]:
-                traceback.print_exc()
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
+    def register(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except IrdistillError as exc:
+                if STATE["debug"]:
+                    traceback.print_exc()
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                typer.echo("interrupted: run the same command again to go on from where it "
+                           "stopped", err=True)
+                raise typer.Exit(130) from None
 
-    return app.command()(wrapper)
+        return (on or app).command(name)(wrapper)
+
+    return register(fn) if fn is not None else register
 
 
 def _print_table(rows: dict[str, dict[str, float]], title: str | None = None) -> None:
@@ -194,26 +200,7 @@ experiment_app = typer.Typer(no_args_is_help=True,
 app.add_typer(experiment_app, name="experiment")
 
 
-def experiment_command(fn):
-    """Like @command, for the commands of ``irdistill experiment``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except IrdistillError as exc:
-            if STATE["debug"]:
-                traceback.print_exc()
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted (finished cells and evaluations are kept)", err=True)
-            raise typer.Exit(130) from None
-
-    return experiment_app.command()(wrapper)
-
-
-@experiment_command
+@command(on=experiment_app)
 def run(
     grid: Annotated[Path, typer.Argument(help="Grid file (YAML): base config, axes, suites.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and what is "
@@ -235,7 +222,7 @@ def run(
         typer.echo(f"compare with: irdistill compare {status.grid.output}")
 
 
-@experiment_command
+@command(on=experiment_app)
 def suites(
     file: Annotated[Optional[Path], typer.Argument(help="YAML file of your own suites to "
                                                    "check and list.")] = None,
@@ -292,6 +279,158 @@ def compare(
     typer.echo(to_markdown(report))
     typer.echo(f"wrote {len(files)} files to {files[0].parent}")
 # -- end of experiments -------------------------------------------------------------------
+
+
+
+# -- teach: build distillation targets ------------------------------------------------------------
+teach_app = typer.Typer(no_args_is_help=True, help="Build teacher targets: cross-encoder "
+                        "ensembles, LLM rankings, imported runs.")
+app.add_typer(teach_app, name="teach")
+
+
+def _candidates(collection_spec: str, split: Optional[str], run: Optional[Path], depth: int):
+    """The collection and the candidate run (the given file, else BM25 top-depth)."""
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+
+    coll = load_collection(collection_spec, split)
+    if run is not None:
+        return coll, read_run(run, depth=depth), str(run)
+    from irdistill.retrieval.bm25 import bm25_run
+
+    return coll, bm25_run(coll, depth), f"bm25 top-{depth}"
+
+
+@command(on=teach_app)
+def ensemble(
+    collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
+    teacher: Annotated[list[str], typer.Option(
+        "--teacher", "-t", help="A cross-encoder (folder, hub name, 'minilm') or a run file of "
+                                "its scores; NAME=MODEL names it. Repeat for each teacher.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: NAME.trec, "
+                                         "NAME.provenance.json and teachers/.")],
+    run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
+    = None,
+    depth: Annotated[int, typer.Option(help="Candidates per query scored by every teacher.")] = 20,
+    normalisation: Annotated[str, typer.Option(
+        help="Per teacher and query before the mean: none (Hofstaetter), zscore or minmax.")]
+    = "none",
+    name: Annotated[str, typer.Option(help="Name of the ensemble's run in OUTPUT.")] = "ensemble",
+    add_positives: Annotated[bool, typer.Option(
+        "--add-positives", help="Also score the judged relevant documents missing from the "
+                                "top-depth (targets for every training positive).")] = False,
+    split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 64,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    max_doc_length: Annotated[Optional[int], typer.Option(
+        help="Document tokens kept (default: each teacher's own).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")] = None,
+) -> None:
+    """Score the top candidates with cross-encoder teachers and write the mean of their scores.
+
+    Each teacher's scores are kept in OUTPUT/teachers/, so another ensemble of the same teachers
+    on the same candidates scores nothing; interrupted scoring resumes when run again. Train on
+    the result with data.mode=teacher_scores and data.teacher_run=OUTPUT/NAME.trec.
+    """
+    from irdistill.teachers.ensemble import ScoringSettings, build_ensemble
+
+    coll, candidates, source = _candidates(collection, split, run, depth)
+    result = build_ensemble(
+        teacher, coll, candidates, output, depth=depth, normalisation=normalisation, name=name,
+        add_positives=add_positives, source=source,
+        settings=ScoringSettings(batch_size=batch_size, precision=precision, device=device,
+                                 max_doc_length=max_doc_length))
+    for t_name, path in result.teacher_runs.items():
+        state = "reused" if t_name in result.reused else "scored"
+        typer.echo(f"teacher {t_name}: {state} {path}")
+    typer.echo(f"wrote ensemble of {len(result.teacher_runs)} teachers ({normalisation}) for "
+               f"{len(result.run)} queries to {result.path}")
+
+
+@command(on=teach_app)
+def llm(
+    model: Annotated[str, typer.Argument(help="Causal LM: hub name or folder, e.g. "
+                                               "castorini/rank_zephyr_7b_v1_full.")],
+    collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="TREC run to write (the LLM's "
+                                         "order, scores depth - rank + 1).")],
+    run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
+    = None,
+    depth: Annotated[int, typer.Option(help="Candidates per query re-ranked.")] = 100,
+    window: Annotated[int, typer.Option(help="Passages per prompt.")] = 20,
+    stride: Annotated[int, typer.Option(help="Step between windows, from the bottom up.")] = 10,
+    backend: Annotated[str, typer.Option(
+        help="auto (vLLM if installed and a GPU is there), transformers or vllm.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate call (transformers).")]
+    = 4,
+    block_queries: Annotated[int, typer.Option(
+        help="Queries whose windows are batched together (and checkpointed) at a time.")] = 256,
+    max_passage_words: Annotated[int, typer.Option(
+        help="Words per passage at window 20 (scaled by 20/window).")] = 300,
+    context_size: Annotated[int, typer.Option(help="Prompt + answer tokens.")] = 4096,
+    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (transformers).")] = None,
+    tensor_parallel_size: Annotated[int, typer.Option(help="GPUs per model (vLLM).")] = 1,
+    save_generations: Annotated[bool, typer.Option(
+        "--save-generations", help="Keep every raw answer in OUTPUT-stem.generations.jsonl.")]
+    = False,
+    split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+) -> None:
+    """Re-rank the top candidates listwise with an LLM (RankZephyr prompt, sliding windows).
+
+    Finished queries are kept in OUTPUT.partial.jsonl while it works: run the same command again
+    after an interruption and it goes on from there. Train on the result with
+    data.mode=teacher_ranks and data.teacher_run=OUTPUT.
+    """
+    from irdistill.teachers.llm import (LlmSettings, check_backend, llm_teacher, load_backend,
+                                        window_spans)
+
+    window_spans(2, window, stride)  # bad settings fail before any work
+    check_backend(backend)
+    coll, candidates, source = _candidates(collection, split, run, depth)
+    engine = load_backend(model, backend, batch_size=batch_size, device=device,
+                          precision=precision, context_size=context_size,
+                          tensor_parallel_size=tensor_parallel_size)
+    ranking = llm_teacher(engine, coll, candidates, output, depth=depth,
+                          settings=LlmSettings(window=window, stride=stride,
+                                               max_passage_words=max_passage_words,
+                                               context_size=context_size),
+                          source=source, save_generations=save_generations,
+                          block_queries=block_queries)
+    typer.echo(f"LLM answers: {ranking.stats.summary()}")
+    typer.echo(f"wrote the LLM's ranking of {len(ranking.run)} queries to {output}")
+
+
+@command(on=teach_app, name="import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="Triple score file or TREC run.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Teacher run to write.")],
+    format: Annotated[str, typer.Option(
+        "--format", help="run (TREC run, e.g. Rank-DistiLLM's) or triples (Hofstaetter's "
+                         "pos_score neg_score qid pos_pid neg_pid).")] = "run",
+    targets: Annotated[str, typer.Option(help="scores (as they are) or ranks (depth - rank + 1)."
+                                         )] = "scores",
+    order_by: Annotated[str, typer.Option(help="Order of a run: score or the rank column.")]
+    = "score",
+    depth: Annotated[Optional[int], typer.Option(help="Keep each query's top documents.")] = None,
+    max_queries: Annotated[Optional[int], typer.Option(help="Keep the first N queries.")] = None,
+    collection: Annotated[Optional[str], typer.Option(
+        help="Check every query and document id against this collection.")] = None,
+) -> None:
+    """Import published teacher targets as a teacher run with its provenance."""
+    from irdistill.teachers.importers import import_targets
+
+    coll = None
+    if collection is not None:
+        from irdistill.data.collection import load_collection
+
+        coll = load_collection(collection)
+    run, report = import_targets(source, output, format=format, targets=targets,
+                                 order_by=order_by, depth=depth, max_queries=max_queries,
+                                 collection=coll)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {report.pairs} scored pairs of {report.queries} queries to {output}")
 
 
 def main() -> None:

@@ -1,0 +1,292 @@
+"""Ensembles of cross-encoder teachers: score the top candidates of a run, combine the scores.
+
+Hofstaetter et al. (2020, arXiv 2010.02666) train Margin-MSE students on the mean of the raw
+scores of three cross-encoders (BERT-Base, BERT-Large, ALBERT-Large). Teachers trained with
+different objectives have different score scales, so the scores can also be normalised per
+teacher and per query before the mean:
+
+* ``none``:   the raw score ``s``  (Hofstaetter's ensemble);
+* ``zscore``: ``(s - mean_q) / std_q`` over the query's candidates (0 when all are equal);
+* ``minmax``: ``(s - min_q) / (max_q - min_q)`` (0 when all are equal).
+
+Each model teacher's scores are kept in the teacher store (:mod:`irdistill.teachers.store`), so
+another ensemble of the same teachers on the same candidates scores nothing, and interrupted
+scoring resumes from the checkpoint of :func:`irdistill.evaluation.rerank.rerank_run`. A teacher
+may also be a run file that holds its scores already (an imported or earlier run).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irdistill.data.collection import Collection
+from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
+from irdistill.errors import IrdistillError, unknown_name
+from irdistill.teachers.store import (Candidates, TeacherStore, candidates_digest,
+                                      default_teacher_name, fingerprint_model,
+                                      read_run_provenance, slug, write_run_provenance)
+
+log = logging.getLogger(__name__)
+
+NORMALISATIONS = ("none", "zscore", "minmax")
+RUN_SUFFIXES = (".trec", ".run", ".txt", ".tsv")
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher: a cross-encoder (hub name, folder, ``minilm``) or a run file of its scores."""
+
+    name: str
+    source: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Teacher:
+        """``NAME=SOURCE`` or ``SOURCE`` (the name is then derived from the source)."""
+        if "=" in spec and not Path(spec).exists():
+            name, source = spec.split("=", 1)
+            if not name or not source:
+                raise IrdistillError(f"teacher '{spec}' is not of the form NAME=MODEL or MODEL")
+            return cls(slug(name), source)
+        return cls(default_teacher_name(spec), spec)
+
+    @property
+    def is_run(self) -> bool:
+        path = Path(self.source)
+        return path.is_file() and path.suffix in RUN_SUFFIXES
+
+
+def normalise(scores: Mapping[str, float], method: str) -> dict[str, float]:
+    """One query's scores normalised as ``method`` says (see the module docstring)."""
+    if method not in NORMALISATIONS:
+        raise unknown_name("normalisation", method, NORMALISATIONS)
+    if method == "none" or not scores:
+        return dict(scores)
+    values = list(scores.values())
+    if method == "zscore":
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return {d: (s - mean) / std if std > 0 else 0.0 for d, s in scores.items()}
+    low, high = min(values), max(values)
+    return {d: (s - low) / (high - low) if high > low else 0.0 for d, s in scores.items()}
+
+
+@dataclass
+class Combination:
+    run: Run
+    dropped: int = 0  # (query, document) pairs left out: not scored by every teacher
+    queries_dropped: list[str] = field(default_factory=list)
+
+
+def combine(runs: Mapping[str, Run], normalisation: str = "none") -> Combination:
+    """The mean over teachers of each (query, document) score, after per-query normalisation.
+
+    Only pairs that every teacher scored are kept (teachers scored on one candidate set agree on
+    all of them); normalisation is computed over those common pairs, so each teacher is
+    normalised over exactly the documents that enter the mean.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise unknown_name("normalisation", normalisation, NORMALISATIONS)
+    if not runs:
+        raise IrdistillError("an ensemble needs at least one teacher")
+    names = list(runs)
+    queries = set(runs[names[0]])
+    for name in names[1:]:
+        queries &= set(runs[name])
+    all_queries = set().union(*(set(r) for r in runs.values()))
+    out: Run = {}
+    dropped = 0
+    for qid in sorted(queries):
+        common = set(runs[names[0]][qid])
+        for name in names[1:]:
+            common &= set(runs[name][qid])
+        dropped += sum(len(runs[name][qid]) for name in names) - len(common) * len(names)
+        if not common:
+            continue
+        total = dict.fromkeys(common, 0.0)
+        for name in names:
+            normed = normalise({d: runs[name][qid][d] for d in common}, normalisation)
+            for d, s in normed.items():
+                total[d] += s
+        out[qid] = {d: s / len(names) for d, s in total.items()}
+    missing = sorted(all_queries - set(out))
+    if not out:
+        raise IrdistillError("the teachers' runs share no (query, document) pair",
+                             hint="score every teacher on the same candidates")
+    if dropped or missing:
+        log.warning("ensemble: %d (query, document) pairs and %d queries left out, not scored by "
+                    "every teacher", dropped, len(missing))
+    return Combination(out, dropped, missing)
+
+
+def candidates_of(run: Run, depth: int | None, qrels: Qrels | None = None,
+                  add_positives: bool = False) -> Candidates:
+    """Each query's top-``depth`` documents of ``run``, best first; with ``add_positives``, the
+    judged relevant documents not among them are appended (as Hofstaetter's teachers score every
+    training triple's positive)."""
+    if add_positives and not qrels:
+        raise IrdistillError("--add-positives needs relevance judgements, and the collection has "
+                             "none", hint="leave out --add-positives")
+    candidates: Candidates = {}
+    for qid in sorted(run):
+        docs = [d for d, _ in ranked(run[qid], depth)]
+        if add_positives:
+            kept = set(docs)
+            docs += sorted(d for d, rel in (qrels or {}).get(qid, {}).items()
+                           if rel > 0 and d not in kept)
+        candidates[qid] = docs
+    if not candidates:
+        raise IrdistillError("the candidate run is empty")
+    return candidates
+
+
+def as_run(candidates: Candidates) -> Run:
+    """A run that lists the candidates in their order (scores n, n-1, ..., 1)."""
+    return {q: {d: float(len(docs) - i) for i, d in enumerate(docs)}
+            for q, docs in candidates.items()}
+
+
+@dataclass
+class ScoringSettings:
+    batch_size: int = 64
+    precision: str | None = None
+    device: str | None = None
+    max_query_length: int | None = None
+    max_doc_length: int | None = None
+    block_pairs: int = 20_000  # pairs per checkpointed block of queries
+
+
+def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
+                  store: TeacherStore, settings: ScoringSettings = ScoringSettings(),
+                  show_progress: bool = True) -> tuple[Run, Path, bool]:
+    """The teacher's scores of ``candidates``: read from the store when they are there, else
+    computed (resuming from the store's checkpoint) and stored. Returns (run, path, reused)."""
+    from irdistill.evaluation.rerank import rerank_run
+    from irdistill.models.cross_encoder import CrossEncoder
+
+    digest = candidates_digest(candidates)
+    fingerprint = fingerprint_model(teacher.source)
+    key = store.key(teacher.name, model=fingerprint, candidates=digest,
+                    max_query_length=settings.max_query_length,
+                    max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32")
+    found = store.find(key)
+    if found is not None:
+        log.info("teacher %s: scores reused from %s", teacher.name, found)
+        return read_run(found), found, True
+    path = store.run_path(key)
+    log.info("teacher %s: scoring %d pairs of %d queries", teacher.name,
+             sum(len(d) for d in candidates.values()), len(candidates))
+    model = CrossEncoder.from_pretrained(teacher.source, max_query_length=settings.max_query_length,
+                                         max_doc_length=settings.max_doc_length,
+                                         device=settings.device, precision=settings.precision)
+    depth = max(len(d) for d in candidates.values())
+    checkpoint = store.checkpoint_path(key)
+    scores = rerank_run(model, collection, as_run(candidates), depth=depth,
+                        batch_size=settings.batch_size, checkpoint=checkpoint,
+                        block_pairs=settings.block_pairs, show_progress=show_progress)
+    write_run(path, scores, tag=slug(teacher.name))
+    write_run_provenance(path, kind="teacher", teacher=teacher.name, model=teacher.source,
+                         model_fingerprint=fingerprint, collection=collection.name,
+                         candidates=digest, queries=len(scores),
+                         pairs=sum(len(d) for d in scores.values()),
+                         max_query_length=model.max_query_length,
+                         max_doc_length=model.max_doc_length,
+                         precision=settings.precision or "fp32")
+    checkpoint.unlink(missing_ok=True)
+    return scores, path, False
+
+
+def teacher_run_from_file(teacher: Teacher, candidates: Candidates) -> Run:
+    """A teacher given as a run file, restricted to the candidates (pairs it lacks are counted
+    and left out of the ensemble)."""
+    run = read_run(teacher.source)
+    out: Run = {}
+    lacking = 0
+    for qid, docs in candidates.items():
+        scores = run.get(qid, {})
+        kept = {d: scores[d] for d in docs if d in scores}
+        lacking += len(docs) - len(kept)
+        if kept:
+            out[qid] = kept
+    if not out:
+        raise IrdistillError("the teacher's run scores none of the candidates", path=teacher.source,
+                             hint="a teacher run must come from the same queries and documents")
+    if lacking:
+        log.warning("teacher %s: %d candidate pairs have no score in %s", teacher.name, lacking,
+                    teacher.source)
+    return out
+
+
+@dataclass
+class EnsembleResult:
+    run: Run
+    path: Path
+    teacher_runs: dict[str, Path]
+    reused: list[str]
+    provenance: dict[str, Any]
+
+
+def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, run: Run,
+                   output: str | Path, *, depth: int = 20, normalisation: str = "none",
+                   name: str = "ensemble", add_positives: bool = False,
+                   source: str = "run", settings: ScoringSettings = ScoringSettings(),
+                   show_progress: bool = True) -> EnsembleResult:
+    """Score the top-``depth`` candidates of ``run`` with every teacher and write their mean.
+
+    Writes ``output/<name>.trec`` (the ensemble's scores, a TREC run that ``data.teacher_run``
+    takes as it is) and ``output/<name>.provenance.json``; each model teacher's run is kept in
+    ``output/teachers/``. ``source`` says where ``run`` came from, for the provenance.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise unknown_name("normalisation", normalisation, NORMALISATIONS)
+    teachers = [t if isinstance(t, Teacher) else Teacher.parse(t) for t in teachers]
+    if not teachers:
+        raise IrdistillError("an ensemble needs at least one teacher", hint="give --teacher")
+    names = [t.name for t in teachers]
+    if len(set(names)) != len(names):
+        raise IrdistillError(f"two teachers have the same name: {', '.join(names)}",
+                             hint="name them with NAME=MODEL")
+    output = Path(output)
+    store = TeacherStore(output)
+    candidates = candidates_of(run, depth, collection.qrels, add_positives)
+    collection.query_texts(list(candidates))  # a run of another collection fails before scoring
+    runs: dict[str, Run] = {}
+    paths: dict[str, Path] = {}
+    reused: list[str] = []
+    for teacher in teachers:
+        if teacher.is_run:
+            runs[teacher.name] = teacher_run_from_file(teacher, candidates)
+            paths[teacher.name] = Path(teacher.source)
+            reused.append(teacher.name)
+            continue
+        runs[teacher.name], paths[teacher.name], was_reused = score_teacher(
+            teacher, collection, candidates, store, settings, show_progress)
+        if was_reused:
+            reused.append(teacher.name)
+    combination = combine(runs, normalisation)
+    path = output / f"{slug(name)}.trec"
+    write_run(path, combination.run, tag=slug(name))
+    record = {
+        "kind": "ensemble",
+        "combination": "mean",
+        "normalisation": normalisation,
+        "depth": depth,
+        "add_positives": add_positives,
+        "collection": collection.name,
+        "source_run": source,
+        "candidates": candidates_digest(candidates),
+        "queries": len(combination.run),
+        "pairs": sum(len(d) for d in combination.run.values()),
+        "pairs_left_out": combination.dropped,
+        "teachers": [],
+    }
+    for t in teachers:
+        scored = {} if t.is_run else (read_run_provenance(paths[t.name]) or {})
+        record["teachers"].append({"name": t.name, "source": t.source, "run": str(paths[t.name]),
+                                   "model_fingerprint": scored.get("model_fingerprint"),
+                                   "scored": scored.get("created")})
+    write_run_provenance(path, **record)
+    return EnsembleResult(combination.run, path, paths, reused, record)

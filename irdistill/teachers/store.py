@@ -1,0 +1,137 @@
+"""The teacher store: each teacher's scores of a candidate set, kept as a TREC run.
+
+A teacher's run is named by what produced it: ``<name>-<hash>.trec`` under ``OUT/teachers/``,
+where the hash covers the model's files (config and weights, by content), the candidate set
+(query ids and document ids) and every setting that changes a score (lengths, precision). A new
+ensemble of teachers already scored on the same candidates reads their runs and scores nothing
+(also when a teacher is given another name);
+a teacher changed in any of those respects gets a new file. Scoring in progress is kept in
+``<name>-<hash>.partial.jsonl`` (the checkpoint of :func:`irdistill.evaluation.rerank.rerank_run`)
+until the run is complete.
+
+Every run written here (a teacher's, an ensemble's, an LLM's, an imported one) has a provenance
+file beside it, ``<stem>.provenance.json``: what produced it, from which source, with which
+settings and package versions.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import platform
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from irdistill.io import write_json
+
+Candidates = dict[str, list[str]]
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of ``text`` (letters, digits, ``.``, ``_``, ``-``)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "teacher"
+    return cleaned[-limit:].lstrip("-.") or "teacher"
+
+
+def default_teacher_name(source: str) -> str:
+    """A readable name for a model folder or hub name: the folder's name, or its parent's when
+    the folder is a training output's ``model`` (``runs/teacher-a/model`` -> ``teacher-a``)."""
+    path = Path(source)
+    parts = [p for p in path.parts if p not in ("/", ".", "..")]
+    if not parts:
+        return "teacher"
+    name = parts[-1]
+    if name in ("model", "checkpoint", "final") and len(parts) > 1:
+        name = parts[-2]
+    return slug(name)
+
+
+def fingerprint_model(name_or_path: str) -> str:
+    """Content hash of a model folder (config, tokenizer settings and weights), or the name
+    itself for a hub model that is not a local folder."""
+    from irdistill.models.cross_encoder import WEIGHT_FILES, resolve_model_path
+
+    path = Path(resolve_model_path(name_or_path))
+    if not path.is_dir():
+        return hashlib.sha1(f"hub:{name_or_path}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1()
+    names = ["config.json", "irdistill.json", "tokenizer.json", "vocab.txt", *WEIGHT_FILES]
+    for name in names:
+        file = path / name
+        if not file.is_file():
+            continue
+        digest.update(name.encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def candidates_digest(candidates: Mapping[str, Sequence[str]]) -> str:
+    """Hash of a candidate set: its query ids and each query's document ids, in order."""
+    blob = json.dumps({q: list(candidates[q]) for q in sorted(candidates)}, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def settings_hash(**settings: Any) -> str:
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+class TeacherStore:
+    """Runs of teachers under ``folder/teachers``, named ``<name>-<hash>.trec``."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder) / "teachers"
+
+    def key(self, name: str, **identity: Any) -> str:
+        return f"{slug(name)}-{settings_hash(**identity)}"
+
+    def run_path(self, key: str) -> Path:
+        return self.folder / f"{key}.trec"
+
+    def checkpoint_path(self, key: str) -> Path:
+        return self.folder / f"{key}.partial.jsonl"
+
+    def has(self, key: str) -> bool:
+        return self.run_path(key).exists()
+
+    def find(self, key: str) -> Path | None:
+        """The stored run of ``key``, or of the same hash under another teacher name."""
+        if self.run_path(key).exists():
+            return self.run_path(key)
+        digest = key.rsplit("-", 1)[-1]
+        found = sorted(self.folder.glob(f"*-{digest}.trec")) if self.folder.is_dir() else []
+        return found[0] if found else None
+
+
+def provenance_path(run_path: str | Path) -> Path:
+    """``OUT/ensemble.trec`` -> ``OUT/ensemble.provenance.json``."""
+    run_path = Path(run_path)
+    return run_path.with_name(f"{run_path.stem}.provenance.json")
+
+
+def write_run_provenance(run_path: str | Path, **record: Any) -> Path:
+    """Write the provenance file of a run: ``record`` plus date, command and versions."""
+    from irdistill.provenance import package_versions
+
+    path = provenance_path(run_path)
+    write_json(path, {
+        "run": Path(run_path).name,
+        **record,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "python": platform.python_version(),
+        "versions": package_versions(),
+    })
+    return path
+
+
+def read_run_provenance(run_path: str | Path) -> dict[str, Any] | None:
+    path = provenance_path(run_path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
