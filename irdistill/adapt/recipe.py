@@ -132,11 +132,12 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
     if source_cfg.model.separate_encoders:
         raise IrdistillError("domain adaptation needs a shared query/document encoder",
                              hint="set source.model.separate_encoders=false")
+    base = prepare_base(source_cfg.model.name, output_dir / "base")
+    _check_layers(base, k)
     target = load_collection(config.target, config.target_split)
     source = load_collection(source_cfg.data.collection, source_cfg.data.split)
     if config.evaluate:
         target.require_qrels()
-    base = prepare_base(source_cfg.model.name, output_dir / "base")
     step = output_dir / f"k{k}"
 
     mlm_settings = {"base": source_cfg.model.name, "mlm": to_dict(config.mlm), "layers": k}
@@ -182,6 +183,15 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
                 precision=config.precision, show_progress=show_progress)
     write_json(output_dir / f"results-k{k}.json", report)
     return report
+
+
+def _check_layers(model_dir: Path, k: int) -> None:
+    from transformers import AutoConfig
+
+    layers = getattr(AutoConfig.from_pretrained(model_dir), "num_hidden_layers", None)
+    if k < 0 or (layers is not None and k > layers):
+        raise IrdistillError(f"domain layers k={k} is out of range",
+                             hint=f"the model has {layers} layers: choose 0 to {layers}")
 
 
 def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeConfig:

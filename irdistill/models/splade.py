@@ -64,10 +64,11 @@ def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
 
     ``log(1 + ReLU(x))`` is monotone, so the maximum is taken over the logits first and the
     activation applied to ``[B, V]`` only: the same values (and gradients) with far less memory.
+    ``max`` with indices (not ``amax``) keeps the backward pass a cheap scatter.
     """
     mask = attention_mask.to(torch.bool).unsqueeze(-1)
     masked = logits.masked_fill(~mask, float("-inf"))
-    pooled = masked.amax(dim=1)
+    pooled = masked.max(dim=1).values
     pooled = torch.nan_to_num(pooled, neginf=0.0)  # a text without real tokens scores nothing
     return torch.log1p(torch.relu(pooled))
 
