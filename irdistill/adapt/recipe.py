@@ -122,10 +122,13 @@ def evaluate_model(model_dir: str | Path, collection: Collection, folder: Path, 
     return result
 
 
-def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = True
-          ) -> dict[str, Any]:
+def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = True,
+          source: Collection | None = None, target: Collection | None = None) -> dict[str, Any]:
     """Run the recipe (module docstring) and, if ``config.evaluate``, compare zero-shot and
-    adapted SPLADE on the target queries. Returns ``{"models": ..., "results": ...}``."""
+    adapted SPLADE on the target queries. Returns ``{"models": ..., "results": ...}``.
+
+    ``source``/``target`` replace the collections named in ``config`` (e.g. a subset).
+    """
     output_dir = Path(output_dir)
     k = config.layers
     source_cfg = config.source
@@ -134,8 +137,8 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
                              hint="set source.model.separate_encoders=false")
     base = prepare_base(source_cfg.model.name, output_dir / "base")
     _check_layers(base, k)
-    target = load_collection(config.target, config.target_split)
-    source = load_collection(source_cfg.data.collection, source_cfg.data.split)
+    target = target or load_collection(config.target, config.target_split)
+    source = source or load_collection(source_cfg.data.collection, source_cfg.data.split)
     if config.evaluate:
         target.require_qrels()
     step = output_dir / f"k{k}"
@@ -155,7 +158,8 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
              source_cfg.data.collection)
     task_cfg = _replace_model(source_cfg, str(mlm_source), freeze=k)
     _settings_guard(step / "task", to_dict(task_cfg))
-    task_model = train_splade(task_cfg, step / "task", show_progress=show_progress)
+    task_model = train_splade(task_cfg, step / "task", collection=source,
+                              show_progress=show_progress)
 
     log.info("[4/4] recombining: target domain part + source task part")
     adapted = _recombined(task_model, mlm_target, k, step / "adapted")
@@ -165,7 +169,7 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
     if zero_shot is None and config.evaluate:
         zs_cfg = _replace_model(source_cfg, str(base), freeze=None)
         _settings_guard(output_dir / "zero-shot", to_dict(zs_cfg))
-        zero_shot = str(train_splade(zs_cfg, output_dir / "zero-shot",
+        zero_shot = str(train_splade(zs_cfg, output_dir / "zero-shot", collection=source,
                                      show_progress=show_progress))
     if zero_shot is not None:
         models["zero-shot"] = zero_shot

@@ -56,8 +56,8 @@ class SpladeConfig:
     loss_params: dict[str, Any] = field(default_factory=dict)
     in_batch_negatives: bool = True  # other queries' documents as extra negatives (labels mode)
     regularizer: str = "flops"  # flops | l1
-    lambda_q: float = 3e-3  # weight of the query regulariser
-    lambda_d: float = 1e-3  # weight of the document regulariser
+    lambda_q: float = 1e-2  # weight of the query regulariser
+    lambda_d: float = 5e-3  # weight of the document regulariser
     reg_warmup_steps: int = 100  # the weights grow quadratically to their value over these steps
     freeze_domain_layers: int | None = None  # keep embeddings + the first k layers fixed
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, batch_size=16))
