@@ -185,6 +185,16 @@ def test_training_lowers_the_loss_and_sparsifies(tmp_path, tiny_mlm, scifact_ava
                            trained.encode_docs(TEXTS).toarray())
     assert train_splade(config, tmp_path / "out") == model_dir  # finished: nothing redone
 
+    # an interrupted run resumes from its last checkpoint (saved with the tied MLM head)
+    import shutil
+
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint-4" / "model.safetensors").exists()
+    shutil.rmtree(model_dir)
+    train_splade(config, tmp_path / "out", show_progress=False)
+    resumed = Splade.from_pretrained(str(model_dir), device="cpu")
+    assert np.allclose(resumed.encode_docs(TEXTS).toarray(),
+                       trained.encode_docs(TEXTS).toarray(), atol=1e-6)
+
 
 def test_in_batch_negatives_need_label_groups(tmp_path, tiny_mlm):
     from irdistill.train.splade import load_splade_config, train_splade

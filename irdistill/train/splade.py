@@ -190,7 +190,7 @@ def _trainer_class():
             from safetensors.torch import load_model
 
             load_model(model or self.model,
-                       str(Path(resume_from_checkpoint) / "model.safetensors"), strict=False)
+                       str(Path(resume_from_checkpoint) / "model.safetensors"))
 
     return SpladeTrainer
 
