@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("runs/splade-study"))
     parser.add_argument("--model", default="minilm", help="backbone (default: bundled MiniLM)")
-    parser.add_argument("--steps", type=int, default=40, help="SPLADE training steps")
+    parser.add_argument("--steps", type=int, default=32, help="SPLADE training steps")
     parser.add_argument("--batch-size", type=int, default=16, help="queries per step")
     parser.add_argument("--negatives", type=int, default=1, help="BM25 negatives per query "
                         "(plus in-batch negatives)")
