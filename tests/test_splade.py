@@ -12,7 +12,7 @@ from irdistill.errors import IrdistillError
 from irdistill.models.splade import (Splade, flops, get_regularizer, l1, regularizer_weight,
                                      splade_pool)
 
-from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
+from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 
 TEXTS = ["The cell is the basic unit of life.", "Dogs are loyal animals that bark at night.",
          "stars", "What is the boiling point of water at high altitude?"]
