@@ -184,6 +184,9 @@ def test_training_lowers_the_loss_and_sparsifies(tmp_path, tiny_mlm, scifact_ava
     assert not np.allclose(start.encode_docs(TEXTS).toarray(),
                            trained.encode_docs(TEXTS).toarray())
     assert train_splade(config, tmp_path / "out") == model_dir  # finished: nothing redone
+    other = load_splade_config(overrides=[f"model.name={tiny_mlm}", "lambda_d=0.2"])
+    with pytest.raises(IrdistillError, match="other settings"):
+        train_splade(other, tmp_path / "out")
 
     # an interrupted run resumes from its last checkpoint (saved with the tied MLM head)
     import shutil

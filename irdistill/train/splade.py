@@ -227,7 +227,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     """Train a SPLADE model as ``config`` says; return the folder of the saved model.
 
     A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes
-    from its newest checkpoint.
+    from its newest checkpoint. A folder that holds a run with other settings is refused.
     """
     from transformers import TrainingArguments
 
@@ -238,6 +238,10 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
 
     output_dir = Path(output_dir)
     model_dir = output_dir / "model"
+    saved = output_dir / "config.yaml"
+    if saved.exists() and saved.read_text(encoding="utf-8") != dump_yaml(config):
+        raise IrdistillError("this output folder holds a SPLADE run with other settings",
+                             path=output_dir, hint="choose a new --output folder")
     if (model_dir / "irdistill.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
