@@ -433,6 +433,104 @@ def import_(
     typer.echo(f"wrote {report.pairs} scored pairs of {report.queries} queries to {output}")
 
 
+
+# -- SPLADE sparse retrievers and their domain adaptation -------------------------------------
+splade_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="SPLADE sparse retrievers: train, index a corpus, search it.")
+app.add_typer(splade_app, name="splade")
+
+
+@command(on=splade_app, name="train")
+def splade_train(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+    = Path("runs/splade"),
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a config key, e.g. --set lambda_d=1e-3 (repeatable).")] = None,
+) -> None:
+    """Train a SPLADE model (ranking loss + FLOPS regularisation); resumes when interrupted."""
+    from irdistill.train.splade import load_splade_config, train_splade
+
+    model_dir = train_splade(load_splade_config(config, set_), output)
+    typer.echo(f"model saved to {model_dir}")
+
+
+@command(on=splade_app, name="index")
+def splade_index(
+    model: Annotated[str, typer.Argument(help="SPLADE model folder (or any masked LM).")],
+    collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to create.")],
+    split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Documents per encoding batch.")] = 32,
+    chunk_docs: Annotated[int, typer.Option(help="Documents per on-disk chunk of postings "
+                                                 "(bounds memory).")] = 16384,
+    max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+) -> None:
+    """Encode a corpus with a SPLADE model into an exact inverted index on disk."""
+    from irdistill.data.collection import load_collection
+    from irdistill.models.splade import Splade
+    from irdistill.retrieval.sparse_index import build_splade_index
+
+    coll = load_collection(collection, split)
+    splade = Splade.from_pretrained(model, max_doc_length=max_doc_length, precision=precision)
+    index = build_splade_index(splade, coll, output, batch_size=batch_size,
+                               chunk_docs=chunk_docs, overwrite=overwrite, model_name=model)
+    stats = index.stats()
+    typer.echo(f"indexed {stats.docs} documents: {stats.postings} postings "
+               f"({stats.postings_per_doc:.1f} per document, {stats.terms} terms), "
+               f"{stats.bytes / 2**20:.1f} MB in {output}")
+
+
+@command(on=splade_app, name="search")
+def splade_search(
+    model: Annotated[str, typer.Argument(help="The SPLADE model that built the index.")],
+    index: Annotated[Path, typer.Argument(help="Index folder.")],
+    collection: Annotated[str, typer.Argument(help="Collection whose queries are searched.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="TREC run to write.")],
+    k: Annotated[int, typer.Option(help="Documents per query.")] = 100,
+    split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Queries per encoding batch.")] = 64,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16.")] = None,
+) -> None:
+    """Search a SPLADE index with a collection's queries (exact top-k) and write a TREC run."""
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import write_run
+    from irdistill.models.splade import Splade
+    from irdistill.retrieval.sparse_index import SparseIndex
+    from irdistill.retrieval.sparse_index import splade_search as search
+
+    sparse_index = SparseIndex.load(index)
+    coll = load_collection(collection, split)
+    splade = Splade.from_pretrained(model, precision=precision)
+    run, timing = search(splade, sparse_index, coll.queries, k=k, batch_size=batch_size)
+    write_run(output, run, tag="splade")
+    typer.echo(f"wrote {sum(len(d) for d in run.values())} results for {len(run)} queries to "
+               f"{output} ({timing.search_qps:.0f} queries/s searching, "
+               f"{timing.total_qps:.1f} queries/s with query encoding)")
+
+
+@command
+def adapt(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+    = Path("runs/adapt"),
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a config key, e.g. --set layers=2 --set target=cranfield "
+                      "(repeatable).")] = None,
+) -> None:
+    """Adapt SPLADE to an unlabelled target corpus (MLM of the lower layers, recombination)."""
+    from irdistill.adapt.recipe import AdaptConfig, adapt as run_adapt
+    from irdistill.config import load_config
+
+    report = run_adapt(load_config(config, set_, cls=AdaptConfig), output)
+    if report["results"]:
+        _print_table({name: r["measures"] for name, r in report["results"].items()},
+                     title=f"SPLADE on the target, domain layers k={report['layers']}")
+    typer.echo(f"adapted model: {report['models']['adapted']}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,223 @@
+"""Unsupervised domain adaptation of SPLADE (Vast et al., "Simple Domain Adaptation for Sparse
+Retrievers", ECIR 2024, arXiv 2401.11509), transposing Artetxe et al. (ACL 2020, arXiv
+1910.11856) from languages to domains.
+
+With the parameters split into a domain part (embeddings + first ``k`` layers) and a task part
+(the rest; see :mod:`irdistill.adapt.parts`):
+
+1. MLM on the source corpus, updating only the domain part     -> P_domain(source)
+2. MLM on the target corpus, updating only the domain part     -> P_domain(target)
+   (both start from the same backbone; the task part stays as it was)
+3. SPLADE training on the labelled source of the task part, with P_domain(source) frozen
+                                                                -> P_task(source)
+4. inference on the target with P_domain(target) + P_task(source).
+
+It is compared with zero-shot SPLADE: the same SPLADE training of all parameters on the source,
+used as it is on the target. Optionally (``source_control``) also with P_domain(source) +
+P_task(source) on the target, which isolates the effect of the target MLM.
+
+Output folder (several ``k`` can share one; every finished step is reused)::
+
+    base/                 the backbone with its MLM head, the start of every step
+    zero-shot/            standard SPLADE trained on the source (unless a model is given)
+    k{k}/mlm-source/ k{k}/mlm-target/ k{k}/task/ k{k}/adapted/
+    eval/<system>/        index/, run.trec, metrics.json for each evaluated system
+    results-k{k}.json     measures, index size and postings of every system
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irdistill.adapt.mlm import MLMConfig, train_mlm
+from irdistill.adapt.parts import recombine
+from irdistill.config import to_dict
+from irdistill.data.collection import Collection, load_collection
+from irdistill.errors import IrdistillError
+from irdistill.io import write_json
+from irdistill.train.splade import SpladeConfig, train_splade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptConfig:
+    """Adapt a SPLADE recipe trained on a labelled source to an unlabelled target corpus."""
+
+    source: SpladeConfig = field(default_factory=SpladeConfig)  # labelled source and training
+    target: str = "cranfield"  # target collection (its queries and qrels serve evaluation only)
+    target_split: str | None = None
+    layers: int = 2  # k: the domain part is the embeddings and the first k layers
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    zero_shot_model: str | None = None  # a SPLADE model trained on the source (else trained here)
+    source_control: bool = False  # also evaluate P_domain(source) + P_task(source) on the target
+    evaluate: bool = True
+    depth: int = 100  # documents retrieved per target query
+    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100"])
+    batch_size: int = 32  # documents per encoding batch
+    precision: str | None = None  # inference precision: fp32 | bf16
+
+
+def _settings_guard(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse to reuse a folder that was made with other settings."""
+    blob = json.dumps(settings, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    path = folder / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("hash") != digest:
+            raise IrdistillError("this output folder was made with other settings", path=folder,
+                                 hint="choose a new output folder or delete this one")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"hash": digest, "settings": settings})
+
+
+def prepare_base(name: str, folder: Path) -> Path:
+    """Save the backbone with its MLM head (initialised once if it had none)."""
+    from irdistill.models.splade import load_masked_lm
+
+    if (folder / "config.json").exists():
+        return folder
+    model, tokenizer = load_masked_lm(name)
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def evaluate_model(model_dir: str | Path, collection: Collection, folder: Path, *,
+                   depth: int = 100, measures=("nDCG@10", "R@100"), batch_size: int = 32,
+                   precision: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Index the collection with a SPLADE model, search its queries and evaluate: measures,
+    index statistics and query throughput (cached in ``folder``)."""
+    from irdistill.data.trec import write_run
+    from irdistill.evaluation.metrics import evaluate
+    from irdistill.models.splade import Splade
+    from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
+
+    result_file = folder / "metrics.json"
+    _settings_guard(folder, {"model": str(model_dir), "collection": collection.name,
+                             "depth": depth, "measures": list(measures),
+                             "precision": precision})
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    model = Splade.from_pretrained(str(model_dir), precision=precision)
+    if (folder / "index" / "meta.json").exists():
+        index = SparseIndex.load(folder / "index")
+    else:
+        index = build_splade_index(model, collection, folder / "index", batch_size=batch_size,
+                                   show_progress=show_progress, model_name=str(model_dir))
+    run, timing = splade_search(model, index, collection.queries, k=depth)
+    write_run(folder / "run.trec", run, tag="splade")
+    result = {"measures": evaluate(run, collection.require_qrels(), measures).aggregate,
+              "index": index.stats().to_json(), "search": timing.to_json(),
+              "model": str(model_dir)}
+    write_json(result_file, result)
+    return result
+
+
+def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = True,
+          source: Collection | None = None, target: Collection | None = None) -> dict[str, Any]:
+    """Run the recipe (module docstring) and, if ``config.evaluate``, compare zero-shot and
+    adapted SPLADE on the target queries. Returns ``{"models": ..., "results": ...}``.
+
+    ``source``/``target`` replace the collections named in ``config`` (e.g. a subset).
+    """
+    output_dir = Path(output_dir)
+    k = config.layers
+    source_cfg = config.source
+    if source_cfg.model.separate_encoders:
+        raise IrdistillError("domain adaptation needs a shared query/document encoder",
+                             hint="set source.model.separate_encoders=false")
+    base = prepare_base(source_cfg.model.name, output_dir / "base")
+    _check_layers(base, k)
+    target = target or load_collection(config.target, config.target_split)
+    source = source or load_collection(source_cfg.data.collection, source_cfg.data.split)
+    if config.evaluate:
+        target.require_qrels()
+    step = output_dir / f"k{k}"
+
+    mlm_settings = {"base": source_cfg.model.name, "mlm": to_dict(config.mlm), "layers": k}
+    log.info("[1/4] MLM on the source corpus (%s), domain part = embeddings + %d layers",
+             source.docs_name, k)
+    _settings_guard(step / "mlm-source", {**mlm_settings, "corpus": source.docs_name})
+    mlm_source = train_mlm(str(base), source, step / "mlm-source", k, config.mlm,
+                           show_progress=show_progress)
+    log.info("[2/4] MLM on the target corpus (%s)", target.docs_name)
+    _settings_guard(step / "mlm-target", {**mlm_settings, "corpus": target.docs_name})
+    mlm_target = train_mlm(str(base), target, step / "mlm-target", k, config.mlm,
+                           show_progress=show_progress)
+
+    log.info("[3/4] SPLADE training of the task part on %s (domain part frozen)",
+             source_cfg.data.collection)
+    task_cfg = _replace_model(source_cfg, str(mlm_source), freeze=k)
+    _settings_guard(step / "task", to_dict(task_cfg))
+    task_model = train_splade(task_cfg, step / "task", collection=source,
+                              show_progress=show_progress)
+
+    log.info("[4/4] recombining: target domain part + source task part")
+    adapted = _recombined(task_model, mlm_target, k, step / "adapted")
+
+    models = {"adapted": str(adapted), "source-domain": str(task_model)}
+    zero_shot = config.zero_shot_model
+    if zero_shot is None and config.evaluate:
+        zs_cfg = _replace_model(source_cfg, str(base), freeze=None)
+        _settings_guard(output_dir / "zero-shot", to_dict(zs_cfg))
+        zero_shot = str(train_splade(zs_cfg, output_dir / "zero-shot", collection=source,
+                                     show_progress=show_progress))
+    if zero_shot is not None:
+        models["zero-shot"] = zero_shot
+    report: dict[str, Any] = {"layers": k, "models": models, "results": {}}
+    if config.evaluate:
+        systems = {"zero-shot": ("zero-shot", zero_shot), f"adapted k={k}":
+                   (f"k{k}-adapted", adapted)}
+        if config.source_control:
+            systems[f"source domain k={k}"] = (f"k{k}-source-domain", task_model)
+        for name, (folder, model_dir) in systems.items():
+            log.info("evaluating %s on %s", name, target.name)
+            report["results"][name] = evaluate_model(
+                model_dir, target, output_dir / "eval" / folder, depth=config.depth,
+                measures=config.measures, batch_size=config.batch_size,
+                precision=config.precision, show_progress=show_progress)
+    write_json(output_dir / f"results-k{k}.json", report)
+    return report
+
+
+def _check_layers(model_dir: Path, k: int) -> None:
+    from transformers import AutoConfig
+
+    layers = getattr(AutoConfig.from_pretrained(model_dir), "num_hidden_layers", None)
+    if k < 0 or (layers is not None and k > layers):
+        raise IrdistillError(f"domain layers k={k} is out of range",
+                             hint=f"the model has {layers} layers: choose 0 to {layers}")
+
+
+def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeConfig:
+    from irdistill.config import from_dict
+
+    data = to_dict(cfg)
+    data["model"]["name"] = name
+    data["freeze_domain_layers"] = freeze
+    return from_dict(SpladeConfig, data)
+
+
+def _recombined(task_model: Path, domain_model: Path, layers: int, folder: Path) -> Path:
+    """Save the SPLADE model of ``task_model`` with the domain part of ``domain_model``."""
+    from irdistill.models.splade import Splade, load_masked_lm
+
+    if (folder / "irdistill.json").exists():
+        return folder
+    model = Splade.from_pretrained(str(task_model), device="cpu")
+    donor, _ = load_masked_lm(str(domain_model))
+    names = recombine(model.encoders.doc, donor, layers)
+    log.info("copied %d domain tensors from %s", len(names), domain_model)
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder

@@ -1,0 +1,334 @@
+"""SPLADE training on the Hugging Face Trainer, with the same groups and losses as cross-encoders.
+
+A training group (one query, a positive and sampled negatives, from
+:mod:`irdistill.data.sampling`) becomes one row of the ``[queries, list_size]`` score tensor;
+the scores are dot products of the query's and the documents' SPLADE vectors, and any loss of
+:data:`irdistill.losses.LOSSES` applies. With ``in_batch_negatives`` (label groups only), every
+other document of the batch is appended to a query's row as a further negative, unless it is
+judged relevant for that query. FLOPS (or L1) regularisation of the query and of the document
+vectors is added, each with its own weight, warmed up quadratically over
+``reg_warmup_steps`` (SPLADE v2, Formal et al. 2021, arXiv 2109.10086).
+
+``freeze_domain_layers = k`` keeps the embeddings and the first ``k`` transformer layers fixed
+(the "domain part" of :mod:`irdistill.adapt`): only the rest of the model is trained.
+
+Output folder (as for cross-encoders)::
+
+    config.yaml, provenance.json, train_log.jsonl, checkpoints/, model/  (a SPLADE model)
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from irdistill.config import DataConfig, TrainConfig, config_hash, dump_yaml, to_dict
+from irdistill.data.collection import Collection, load_collection
+from irdistill.data.sampling import Group
+from irdistill.data.trec import Qrels, Run
+from irdistill.errors import IrdistillError
+from irdistill.io import atomic_write
+from irdistill.losses import get_loss
+from irdistill.models.splade import Splade, get_regularizer, regularizer_weight
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpladeModelConfig:
+    name: str = "minilm"  # masked LM or SPLADE folder, hub name, or the bundled 'minilm'
+    separate_encoders: bool = False  # a query encoder of its own (initialised as the documents')
+    max_query_length: int = 32
+    max_doc_length: int = 128
+
+
+@dataclass
+class SpladeConfig:
+    """A SPLADE training run: data, model, ranking loss, sparsity regularisation, optimisation."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(negatives=1))
+    model: SpladeModelConfig = field(default_factory=SpladeModelConfig)
+    loss: str = "infonce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    in_batch_negatives: bool = True  # other queries' documents as extra negatives (labels mode)
+    regularizer: str = "flops"  # flops | l1
+    lambda_q: float = 1e-2  # weight of the query regulariser
+    lambda_d: float = 5e-3  # weight of the document regulariser
+    reg_warmup_steps: int = 100  # the weights grow quadratically to their value over these steps
+    freeze_domain_layers: int | None = None  # keep embeddings + the first k layers fixed
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, batch_size=16))
+
+
+def load_splade_config(path=None, overrides=None, base=None) -> SpladeConfig:
+    from irdistill.config import load_config
+
+    return load_config(path, overrides, cls=SpladeConfig, base=base)
+
+
+@dataclass
+class SpladeCollator:
+    """Groups -> padded query and (deduplicated) document batches, slot indices, targets, mask."""
+
+    model: Splade
+    query_tokens: dict[str, list[int]]
+    doc_tokens: dict[str, list[int]]
+    qrels: Qrels
+    in_batch_negatives: bool = False
+
+    def __call__(self, groups: list[Group]) -> dict[str, torch.Tensor]:
+        doc_ids = list(dict.fromkeys(d for g in groups for d in g.doc_ids))
+        position = {d: i for i, d in enumerate(doc_ids)}
+        width = max(len(g.doc_ids) for g in groups)
+        slots = torch.zeros((len(groups), width), dtype=torch.long)
+        mask = torch.zeros((len(groups), width), dtype=torch.bool)
+        targets = torch.zeros((len(groups), width), dtype=torch.float)
+        for row, group in enumerate(groups):
+            for col, (doc_id, target) in enumerate(zip(group.doc_ids, group.targets)):
+                slots[row, col] = position[doc_id]
+                mask[row, col] = True
+                targets[row, col] = target
+        queries = self.model.collate([self.query_tokens[g.query_id] for g in groups])
+        docs = self.model.collate([self.doc_tokens[d] for d in doc_ids])
+        batch = {f"q_{k}": v for k, v in queries.items()}
+        batch.update({f"d_{k}": v for k, v in docs.items()})
+        batch.update(slots=slots, mask=mask, targets=targets)
+        if self.in_batch_negatives:
+            extra = torch.ones((len(groups), len(doc_ids)), dtype=torch.bool)
+            for row, group in enumerate(groups):
+                judged = self.qrels.get(group.query_id, {})
+                for doc_id in group.doc_ids:
+                    extra[row, position[doc_id]] = False  # already in the row
+                for doc_id, i in position.items():
+                    if judged.get(doc_id, 0) > 0:
+                        extra[row, i] = False  # relevant: not a negative
+            batch["in_batch"] = extra
+        return batch
+
+
+def splade_scores(encoders, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Encode a collated batch; return the score tensor, its mask and targets, and the vectors."""
+    q_reps = encoders.encode({k[2:]: v for k, v in batch.items() if k.startswith("q_")}, "query")
+    d_reps = encoders.encode({k[2:]: v for k, v in batch.items() if k.startswith("d_")}, "doc")
+    all_scores = q_reps.float() @ d_reps.float().T  # [queries, docs in batch]
+    scores = torch.gather(all_scores, 1, batch["slots"])
+    mask, targets = batch["mask"], batch["targets"]
+    if "in_batch" in batch:
+        scores = torch.cat([scores, all_scores], dim=1)
+        mask = torch.cat([mask, batch["in_batch"]], dim=1)
+        targets = torch.cat([targets, torch.zeros_like(all_scores)], dim=1)
+    return {"scores": scores, "mask": mask, "targets": targets, "q_reps": q_reps,
+            "d_reps": d_reps}
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class SpladeTrainer(Trainer):
+        """Trainer whose loss is a ranking loss of dot products plus sparsity regularisers."""
+
+        def __init__(self, *args, loss_fn, loss_params, regularizer, lambda_q, lambda_d,
+                     reg_warmup_steps, on_nan="stop", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss_fn = loss_fn
+            self.loss_params = loss_params
+            self.regularizer = regularizer
+            self.lambda_q = lambda_q
+            self.lambda_d = lambda_d
+            self.reg_warmup_steps = reg_warmup_steps
+            self.on_nan = on_nan
+            self._extra: dict[str, float] = {}
+            self._extra_n = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = splade_scores(model, inputs)
+            ranking = self.loss_fn(out["scores"], out["targets"], out["mask"],
+                                   **self.loss_params)
+            step = self.state.global_step
+            w_q = regularizer_weight(self.lambda_q, step, self.reg_warmup_steps)
+            w_d = regularizer_weight(self.lambda_d, step, self.reg_warmup_steps)
+            reg_q = self.regularizer(out["q_reps"].float())
+            reg_d = self.regularizer(out["d_reps"].float())
+            loss = ranking + w_q * reg_q + w_d * reg_d
+            if not torch.isfinite(loss):
+                if self.on_nan == "skip":
+                    log.warning("non-finite loss at step %d: batch skipped", step + 1)
+                    loss = (out["scores"] * 0.0).sum()
+                else:
+                    raise IrdistillError(
+                        f"training loss became {loss.item()} at step {step + 1}",
+                        hint="lower train.lr or the regulariser weights, use fp32, or set "
+                             "train.on_nan=skip")
+            with torch.no_grad():
+                values = {"ranking_loss": ranking.item(), "reg_q": reg_q.item(),
+                          "reg_d": reg_d.item(), "lambda_q": w_q, "lambda_d": w_d,
+                          "q_terms": (out["q_reps"] > 0).sum(1).float().mean().item(),
+                          "d_terms": (out["d_reps"] > 0).sum(1).float().mean().item()}
+            for key, value in values.items():
+                self._extra[key] = self._extra.get(key, 0.0) + value
+            self._extra_n += 1
+            return (loss, out["scores"]) if return_outputs else loss
+
+        def log(self, logs, *args, **kwargs):
+            if "loss" in logs and self._extra_n:
+                logs.update({k: round(v / self._extra_n, 6) for k, v in self._extra.items()})
+                self._extra, self._extra_n = {}, 0
+            return super().log(logs, *args, **kwargs)
+
+        def _save(self, output_dir=None, state_dict=None):
+            from safetensors.torch import save_model
+
+            output_dir = Path(output_dir or self.args.output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            save_model(self.accelerator.unwrap_model(self.model),
+                       str(output_dir / "model.safetensors"))  # handles the tied head
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            from safetensors.torch import load_model
+
+            load_model(model or self.model,
+                       str(Path(resume_from_checkpoint) / "model.safetensors"))
+
+    return SpladeTrainer
+
+
+def tokenise_texts(model: Splade, collection: Collection, groups: list[Group]
+                   ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Tokenise every query and document of the groups once."""
+    qids = sorted({g.query_id for g in groups})
+    dids = sorted({d for g in groups for d in g.doc_ids})
+    queries = collection.query_texts(qids)
+    query_tokens = dict(zip(qids, model.tokenize([queries[q] for q in qids], "query")))
+    doc_tokens: dict[str, list[int]] = {}
+    for start in range(0, len(dids), 4096):
+        chunk = dids[start:start + 4096]
+        texts = collection.docs.get_many(chunk)
+        doc_tokens.update(zip(chunk, model.tokenize([texts[d] for d in chunk], "doc")))
+    return query_tokens, doc_tokens
+
+
+def freeze_domain(model, layers: int) -> list[str]:
+    """Stop gradients of the domain part (embeddings + first ``layers`` layers); return its names."""
+    from irdistill.adapt.parts import domain_parameter_names
+
+    names = set(domain_parameter_names(model, layers))
+    for name, param in model.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
+    return sorted(names)
+
+
+def train_splade(config: SpladeConfig, output_dir: str | Path, *,
+                 collection: Collection | None = None, run: Run | None = None,
+                 show_progress: bool = True) -> Path:
+    """Train a SPLADE model as ``config`` says; return the folder of the saved model.
+
+    A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes
+    from its newest checkpoint. A folder that holds a run with other settings is refused.
+    """
+    from transformers import TrainingArguments
+
+    from irdistill.provenance import write_provenance
+    from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
+                                        candidate_run)
+    from irdistill.utils import seed_everything
+
+    output_dir = Path(output_dir)
+    model_dir = output_dir / "model"
+    saved = output_dir / "config.yaml"
+    if saved.exists() and saved.read_text(encoding="utf-8") != dump_yaml(config):
+        raise IrdistillError("this output folder holds a SPLADE run with other settings",
+                             path=output_dir, hint="choose a new --output folder")
+    if (model_dir / "irdistill.json").exists():
+        log.info("%s is finished; nothing to do", model_dir)
+        return model_dir
+    loss_fn = get_loss(config.loss)
+    regularizer = get_regularizer(config.regularizer)
+    if config.in_batch_negatives and config.data.mode != "labels":
+        raise IrdistillError("in_batch_negatives needs data.mode=labels",
+                             hint="documents of other queries have no teacher score; set "
+                                  "in_batch_negatives=false for teacher modes")
+    if config.model.separate_encoders and config.freeze_domain_layers is not None:
+        raise IrdistillError("freeze_domain_layers applies to a shared encoder only",
+                             hint="set model.separate_encoders=false")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    digest = config_hash(config)
+    with atomic_write(output_dir / "config.yaml") as handle:
+        handle.write(dump_yaml(config))
+
+    collection = collection or load_collection(config.data.collection, config.data.split)
+    run = run if run is not None else candidate_run(config, collection)
+    groups = build_training_groups(config, collection, run)
+    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
+                     data={"collection": collection.name, "run": config.data.run or "bm25",
+                           "groups": len(groups)}, seed=config.train.seed)
+
+    seed_everything(config.train.seed)
+    m = config.model
+    model = Splade.from_pretrained(m.name, separate_encoders=m.separate_encoders,
+                                   max_query_length=m.max_query_length,
+                                   max_doc_length=m.max_doc_length, device="cpu")
+    if config.freeze_domain_layers is not None:
+        frozen = freeze_domain(model.encoders.doc, config.freeze_domain_layers)
+        log.info("domain part frozen: embeddings and the first %d layers (%d tensors)",
+                 config.freeze_domain_layers, len(frozen))
+    query_tokens, doc_tokens = tokenise_texts(model, collection, groups)
+    log.info("training SPLADE on %d groups of up to %d documents (%s loss%s, %s regulariser)",
+             len(groups), config.data.negatives + 1, config.loss,
+             " + in-batch negatives" if config.in_batch_negatives else "", config.regularizer)
+
+    t = config.train
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        num_train_epochs=1,  # the groups already cover every epoch
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16" and cuda,
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        dataloader_num_workers=t.num_workers,
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+        disable_tqdm=not show_progress,
+    )
+    trainer = _trainer_class()(
+        model=model.encoders, args=args, train_dataset=GroupDataset(groups),
+        data_collator=SpladeCollator(model, query_tokens, doc_tokens, collection.qrels,
+                                     config.in_batch_negatives),
+        loss_fn=loss_fn, loss_params=dict(config.loss_params), regularizer=regularizer,
+        lambda_q=config.lambda_q, lambda_d=config.lambda_d,
+        reg_warmup_steps=config.reg_warmup_steps, on_nan=t.on_nan,
+        callbacks=[_log_callback(output_dir / "train_log.jsonl")])
+    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    resume = str(checkpoints[-1]) if checkpoints else None
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+    if trainer.is_world_process_zero():
+        model.encoders = trainer.accelerator.unwrap_model(trainer.model)
+        for param in model.encoders.parameters():
+            param.requires_grad_(True)
+        tmp = output_dir / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tmp.rename(model_dir)
+    return model_dir
