@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from irdistill.errors import IrdistillError
-from irdistill.models.splade import (Splade, flops, get_regularizer, l1, regularizer_weight,
-                                     splade_pool)
+from irdistill.losses import get_regularizer
+from irdistill.losses.regularization import flops, l1
+from irdistill.models.splade import Splade, regularizer_weight, splade_pool
 
 from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from irdistill.errors import IrdistillError, unknown_name
+from irdistill.errors import IrdistillError
 from irdistill.models.cross_encoder import autocast_context, resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -71,33 +71,6 @@ def splade_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     pooled = masked.max(dim=1).values
     pooled = torch.nan_to_num(pooled, neginf=0.0)  # a text without real tokens scores nothing
     return torch.log1p(torch.relu(pooled))
-
-
-def flops(reps: torch.Tensor) -> torch.Tensor:
-    """FLOPS regulariser (Paria et al. 2020; SPLADE, Formal et al. 2021, arXiv 2107.05720):
-    ``sum_j (mean_i |w_ij|)^2`` over a ``[batch, vocab]`` batch of vectors."""
-    return (reps.abs().mean(dim=0) ** 2).sum()
-
-
-def l1(reps: torch.Tensor) -> torch.Tensor:
-    """L1 regulariser: ``mean_i sum_j |w_ij|`` over a ``[batch, vocab]`` batch of vectors."""
-    return reps.abs().sum(dim=1).mean()
-
-
-_LOCAL_REGULARIZERS = {"flops": flops, "l1": l1}
-
-
-def get_regularizer(name: str):
-    """The regulariser ``name``: from :mod:`irdistill.losses.regularization` when it exists,
-    else the pure functions of this module."""
-    try:
-        from irdistill.losses.regularization import REGULARIZERS  # type: ignore
-    except ImportError:
-        REGULARIZERS = {}
-    registry = {**_LOCAL_REGULARIZERS, **REGULARIZERS}
-    if name not in registry:
-        raise unknown_name("regularizer", name, registry)
-    return registry[name]
 
 
 def regularizer_weight(weight: float, step: int, warmup_steps: int) -> float:

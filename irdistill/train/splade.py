@@ -33,7 +33,8 @@ from irdistill.data.trec import Qrels, Run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write
 from irdistill.losses import get_loss
-from irdistill.models.splade import Splade, get_regularizer, regularizer_weight
+from irdistill.losses import get_regularizer
+from irdistill.models.splade import Splade, regularizer_weight
 
 log = logging.getLogger(__name__)
 
