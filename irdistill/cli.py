@@ -135,9 +135,9 @@ def rerank(
     """
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run, write_run
-    from irdistill.evaluation.rerank import rerank_run, scoring_identity
+    from irdistill.evaluation.rerank import check_candidates, rerank_run, scoring_identity
     from irdistill.io import check_output_file, sidecar
-    from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision
     from irdistill.provenance import file_fingerprint, write_run_provenance
 
     check_output_file(output, "output run")
@@ -145,14 +145,17 @@ def rerank(
                         ("--block-pairs", block_pairs), ("--max-doc-length", max_doc_length)):
         if value is not None and value < 1:
             raise IrdistillError(f"{name} {value} must be at least 1")
+    check_precision(precision)
+    check_device(device)
     candidates = read_run(run, depth=depth) if run is not None else None
     coll = load_collection(collection, split)
-    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
-                                      precision=precision)
     if candidates is None:
         from irdistill.retrieval.bm25 import bm25_run
 
         candidates = bm25_run(coll, depth)
+    check_candidates(coll, candidates, depth)  # before the model is loaded
+    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
+                                      precision=precision)
     partial = sidecar(output, ".partial.jsonl")
     identity = scoring_identity(model, ce, coll, candidates, depth)
     out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size,

@@ -26,6 +26,9 @@ from irdistill.errors import IrdistillError
 log = logging.getLogger(__name__)
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10")
+#: the usual spelling of a measure that ir_measures also knows under other cases (NDCG, MRR...)
+COMMON_MEASURES = ("nDCG", "RR", "AP", "P", "R", "Success", "Judged", "ERR", "RBP", "Bpref",
+                   "infAP", "NumRet", "NumRel", "NumRelRet", "Rprec", "SetP", "SetR")
 
 
 def parse_measures(names) -> list:
@@ -42,9 +45,10 @@ def _measure_hint(name: str) -> str:
     base = re.split(r"[@(]", name, maxsplit=1)[0]
     rest = name[len(base):]
     known = ir_measures.measures.registry.keys()
+    same = sorted((k for k in known if k.lower() == base.lower()),
+                  key=lambda k: (k not in COMMON_MEASURES, k))
     close = difflib.get_close_matches(base, known, n=1, cutoff=0.6)
-    lowered = {k.lower(): k for k in known}
-    match = lowered.get(base.lower()) or (close[0] if close else None)
+    match = same[0] if same else (close[0] if close else None)
     text = f"did you mean '{match}{rest}'? " if match and match != base else ""
     return text + "use ir_measures notation, e.g. nDCG@10 RR@10 AP R@100 AP(rel=2)"
 

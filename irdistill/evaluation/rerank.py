@@ -63,6 +63,22 @@ def _read_checkpoint(path: Path, identity: dict | None = None) -> Run:
     return done
 
 
+def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, list[str]]:
+    """Each query's top-``depth`` document ids, after checking (before any model is loaded)
+    that the run is not empty and its queries and documents belong to ``collection`` (documents
+    where the store can tell cheaply: local files; ir_datasets stores fail when fetched)."""
+    if depth < 1:
+        raise IrdistillError(f"depth={depth} must be at least 1")
+    candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
+    if not candidates:
+        raise IrdistillError("the run to re-rank is empty")
+    collection.query_texts(sorted(candidates))
+    missing = collection.docs.missing([d for q in sorted(candidates) for d in candidates[q]])
+    if missing:
+        raise missing_docs_error(missing, collection.name)
+    return candidates
+
+
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
                batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
                checkpoint: str | Path | None = None, block_pairs: int = 20_000,
@@ -75,16 +91,9 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     removed again if the input turns out to be wrong (e.g. documents absent from the
     collection), so bad input leaves nothing behind.
     """
-    if depth < 1:
-        raise IrdistillError(f"depth={depth} must be at least 1")
-    candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
+    candidates = check_candidates(collection, run, depth)
     qids = sorted(candidates)
-    if not qids:
-        raise IrdistillError("the run to re-rank is empty")
     queries = collection.query_texts(qids)
-    missing = collection.docs.missing([d for q in qids for d in candidates[q]])
-    if missing:
-        raise missing_docs_error(missing, collection.name)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     created = checkpoint is not None and not checkpoint.exists()
     done = _read_checkpoint(checkpoint, identity) if checkpoint is not None else {}

@@ -78,6 +78,28 @@ def _load_error(name_or_path: str, exc: BaseException, what: str) -> IrdistillEr
     return IrdistillError(f"cannot load model '{name_or_path}': {first}", hint=hint)
 
 
+def check_precision(precision: str | None) -> None:
+    if precision not in (None, "no", *PRECISIONS):
+        raise IrdistillError(f"unknown precision '{precision}'",
+                             hint=suggest(str(precision), PRECISIONS))
+
+
+def check_device(device: str | None) -> torch.device | None:
+    """``device`` as a torch device, or a clear error for a name torch does not know or a
+    device this machine does not have."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise IrdistillError(f"unknown device '{device}'",
+                             hint="e.g. cpu, cuda, cuda:1 or mps") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise IrdistillError(f"device '{device}' asked for, but CUDA is not available",
+                             hint="use --device cpu")
+    return parsed
+
+
 def autocast_context(device: torch.device, precision: str | None):
     """bf16/fp16 autocast where the device supports it; nothing for fp32."""
     if precision in (None, "fp32", "no"):
@@ -97,17 +119,8 @@ class CrossEncoder:
                  device: str | torch.device | None = None, precision: str | None = None):
         from irdistill.utils import default_device
 
-        if precision not in (None, "no", *PRECISIONS):
-            raise IrdistillError(f"unknown precision '{precision}'",
-                                 hint=suggest(str(precision), PRECISIONS))
-        try:
-            self.device = torch.device(device or default_device())
-        except RuntimeError:
-            raise IrdistillError(f"unknown device '{device}'",
-                                 hint="e.g. cpu, cuda, cuda:1 or mps") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise IrdistillError(f"device '{device}' asked for, but CUDA is not available",
-                                 hint="use --device cpu")
+        check_precision(precision)
+        self.device = check_device(device or default_device())
         self.model = model
         self.tokenizer = tokenizer
         self.precision = precision

@@ -382,6 +382,19 @@ def build_training_groups(config: Config, collection: Collection, run: Run
     return groups[: max(1, round(per_epoch * config.train.epochs))]
 
 
+def check_group_ids(collection: Collection, groups: Iterable[Group]) -> None:
+    """The queries and documents of ``groups`` belong to the collection (documents where that is
+    cheap to know: local files), before a model is loaded or anything written. For a stream,
+    its first groups (``head``)."""
+    from irdistill.data.collection import missing_docs_error
+
+    groups = list(groups)
+    collection.query_texts(sorted({g.query_id for g in groups}))
+    missing = collection.docs.missing(sorted({d for g in groups for d in g.doc_ids}))
+    if missing:
+        raise missing_docs_error(missing, collection.name)
+
+
 def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[Group]
                     ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Tokenise every query and document of the groups once."""
@@ -436,6 +449,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                              hint="set train.max_steps, e.g. --set train.max_steps=10000")
     source = {"run": config.data.run or "bm25", "teacher_run": config.data.teacher_run,
               "triples": config.data.triples}[mode_source(config.data.mode)]
+    check_group_ids(collection, getattr(groups, "head", []) if streamed else groups)
 
     seed_everything(config.train.seed)  # the new head's initialisation depends on it
     m = config.model
