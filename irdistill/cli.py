@@ -137,7 +137,8 @@ def rerank(
     from irdistill.data.trec import read_run, write_run
     from irdistill.evaluation.rerank import check_candidates, rerank_run, scoring_identity
     from irdistill.io import check_output_file, sidecar
-    from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision
+    from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision, \
+        resolve_model_path
     from irdistill.provenance import file_fingerprint, write_run_provenance
 
     check_output_file(output, "output run")
@@ -147,6 +148,7 @@ def rerank(
             raise IrdistillError(f"{name} {value} must be at least 1")
     check_precision(precision)
     check_device(device)
+    resolve_model_path(model)  # a model folder's files, before any work
     candidates = read_run(run, depth=depth) if run is not None else None
     coll = load_collection(collection, split)
     if candidates is None:
