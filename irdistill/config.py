@@ -160,7 +160,7 @@ def check_config(config: Config) -> Config:
     check_loss_params(config.loss, config.loss_params)
     _choice("data mode", d.mode, MODES)  # the wording of irdistill.data.sampling
     _choice("data.sampling", d.sampling, SAMPLINGS)
-    _choice("model.attn_implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
+    _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.on_nan", t.on_nan, ON_NAN)
     _choice("train.scheduler", t.scheduler, [s.value for s in SchedulerType])
@@ -174,8 +174,8 @@ def check_config(config: Config) -> Config:
                          ("train.logging_steps", t.logging_steps)):
         _at_least(where, value, 1)
     _at_least("train.epochs", t.epochs, 0, strict=True)
-    _at_least("train.lr", t.lr, 0, strict=True)
-    _at_least("train.head_lr", t.head_lr, 0, strict=True)
+    _at_least("train.lr", t.lr, 0)  # 0 is a frozen model (or part: head_lr=0)
+    _at_least("train.head_lr", t.head_lr, 0)
     _at_least("train.weight_decay", t.weight_decay, 0)
     _at_least("train.max_grad_norm", t.max_grad_norm, 0)
     _at_least("train.num_workers", t.num_workers, 0)
