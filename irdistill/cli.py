@@ -86,10 +86,15 @@ def retrieve(
 ) -> None:
     """BM25 first stage (bm25s): write the top-k of every query as a TREC run."""
     from irdistill.data.collection import load_collection
+    from irdistill.io import check_output_file
     from irdistill.retrieval.bm25 import BM25Settings, write_bm25_run
 
+    check_output_file(output, "output run")
+    if k < 1:
+        raise IrdistillError(f"--k {k} must be at least 1")
     coll = load_collection(collection, split)
-    run = write_bm25_run(output, coll, k, BM25Settings(k1=k1, b=b, stemmer=stemmer))
+    run = write_bm25_run(output, coll, k, BM25Settings(k1=k1, b=b, stemmer=stemmer),
+                         source=str(collection))
     typer.echo(f"wrote {sum(len(d) for d in run.values())} results for {len(run)} queries "
                f"to {output}")
 
@@ -125,29 +130,57 @@ def rerank(
     max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: best).")]
     = None,
+    block_pairs: Annotated[int, typer.Option(help="Pairs per checkpointed block: an "
+                                             "interruption loses at most one block.")] = 20_000,
 ) -> None:
     """Re-rank the top of a run with a cross-encoder and write the new run.
 
     Finished queries are kept in OUTPUT.partial.jsonl while it works: run the same command
-    again after an interruption and it goes on from there.
+    again after an interruption and it goes on from there. OUTPUT's provenance (model, data,
+    settings, versions) is written beside it as <stem>.provenance.json.
     """
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run, write_run
-    from irdistill.evaluation.rerank import rerank_run
-    from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.evaluation.rerank import check_candidates, rerank_run, scoring_identity
+    from irdistill.io import check_output_file, sidecar
+    from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision, \
+        resolve_model_path
+    from irdistill.provenance import file_fingerprint, write_run_provenance
 
-    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
-                                      precision=precision)
+    check_output_file(output, "output run")
+    for name, value in (("--depth", depth), ("--batch-size", batch_size),
+                        ("--block-pairs", block_pairs), ("--max-doc-length", max_doc_length)):
+        if value is not None and value < 1:
+            raise IrdistillError(f"{name} {value} must be at least 1")
+    check_precision(precision)
+    check_device(device)
+    resolve_model_path(model)  # a model folder's files, before any work
     candidates = read_run(run, depth=depth) if run is not None else None
     coll = load_collection(collection, split)
     if candidates is None:
         from irdistill.retrieval.bm25 import bm25_run
 
         candidates = bm25_run(coll, depth)
-    partial = output.with_name(output.name + ".partial.jsonl")
+    check_candidates(coll, candidates, depth)  # before the model is loaded
+    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
+                                      precision=precision)
+    partial = sidecar(output, ".partial.jsonl")
+    identity = scoring_identity(model, ce, coll, candidates, depth)
     out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size,
-                     checkpoint=partial)
+                     checkpoint=partial, block_pairs=block_pairs, identity=identity)
     write_run(output, out, tag="irdistill")
+    write_run_provenance(
+        output, kind="rerank",
+        config={"model": model, "collection": str(collection), "split": split, "depth": depth,
+                "batch_size": batch_size, "precision": ce.precision or "fp32",
+                "max_query_length": ce.max_query_length, "max_doc_length": ce.max_doc_length,
+                "block_pairs": block_pairs},
+        model={"name": model, "fingerprint": identity["model"], "base_model": ce.base_model,
+               "trained": (ce.card or {}).get("config_hash")},
+        data={"collection": coll.name, "queries": len(out),
+              "candidates": file_fingerprint(run) if run is not None else f"bm25 top-{depth}",
+              "candidates_digest": identity["candidates"]},
+        device=str(ce.device))
     partial.unlink(missing_ok=True)
     typer.echo(f"wrote re-ranked run of {len(out)} queries to {output}")
 
@@ -161,22 +194,33 @@ def evaluate(
                                  "space-separated string).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write aggregate and "
                                                       "per-query values here.")] = None,
+    missing_as_zero: Annotated[bool, typer.Option(
+        "--missing-as-zero/--skip-missing", help="Judged queries absent from the run score 0 "
+        "(default, as trec_eval -c), or are left out of the mean.")] = True,
 ) -> None:
-    """Evaluate a run with ir_measures."""
+    """Evaluate a run with ir_measures.
+
+    Run queries without judgements are never scored (they are counted and listed in --json);
+    judged queries absent from the run count as 0 unless --skip-missing. Every such count is
+    printed below the table.
+    """
     from irdistill.data.collection import load_qrels
     from irdistill.data.trec import read_run
-    from irdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate as evaluate_run
-    from irdistill.io import write_json
+    from irdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate as evaluate_run, \
+        parse_measures
+    from irdistill.io import check_output_file, write_json
 
     names = [m for item in (measures or DEFAULT_MEASURES) for m in item.split()]
-    result = evaluate_run(read_run(run), load_qrels(qrels), names)
+    parse_measures(names)
+    if json_path is not None:
+        check_output_file(json_path, "--json file")
+    result = evaluate_run(read_run(run), load_qrels(qrels), names,
+                          missing_as_zero=missing_as_zero)
     if json_path is not None:
         write_json(json_path, result.to_json())
     _print_table({run.name: result.aggregate})
-    if result.missing:
-        typer.echo(f"{len(result.missing)} judged queries are missing from the run (scored 0)")
-    if result.unjudged:
-        typer.echo(f"{len(result.unjudged)} run queries have no judgements (not evaluated)")
+    for line in result.notes():
+        typer.echo(line)
 
 
 @command

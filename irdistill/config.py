@@ -118,6 +118,75 @@ def resolve_stage(config: Config, index: int, previous_model: str | None = None)
     return from_dict(Config, data, where)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+ON_NAN = ("stop", "skip")
+
+
+def _choice(where: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise IrdistillError(f"unknown {where} '{value}'", hint=suggest(str(value), choices))
+
+
+def _at_least(where: str, value: Any, low: float, strict: bool = False) -> None:
+    if value is None:
+        return
+    if value < low or (strict and value == low):
+        raise IrdistillError(f"{where}={value} must be {'above' if strict else 'at least'} {low}")
+
+
+def check_config(config: Config) -> Config:
+    """Check the values of a config (names against the registries, numbers against their ranges)
+    so that a mistake fails before any data is loaded, with a 'did you mean' for a typo.
+
+    Types and unknown keys are already checked by :func:`from_dict`; this checks what a type
+    cannot say. Every stage of a recipe is checked as it will be trained.
+    """
+    from transformers.trainer_utils import SchedulerType
+
+    from irdistill.data.sampling import MODES, SAMPLINGS
+    from irdistill.losses import check_loss_params, get_loss
+    from irdistill.models.backbones import ATTN_IMPLEMENTATIONS
+
+    for index in range(len(config.stages)):
+        try:
+            check_config(resolve_stage(config, index, previous_model="previous-stage"
+                                       if index else None))
+        except IrdistillError as exc:
+            if not exc.message.startswith("config.stages"):
+                exc.message = f"config.stages[{index}]: {exc.message}"
+            raise
+    d, m, t = config.data, config.model, config.train
+    get_loss(config.loss)
+    check_loss_params(config.loss, config.loss_params)
+    _choice("data mode", d.mode, MODES)  # the wording of irdistill.data.sampling
+    _choice("data.sampling", d.sampling, SAMPLINGS)
+    _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.on_nan", t.on_nan, ON_NAN)
+    _choice("train.scheduler", t.scheduler, [s.value for s in SchedulerType])
+    for where, value in (("data.depth", d.depth), ("data.negatives", d.negatives),
+                         ("data.max_queries", d.max_queries),
+                         ("model.num_hidden_layers", m.num_hidden_layers),
+                         ("model.max_query_length", m.max_query_length),
+                         ("model.max_doc_length", m.max_doc_length),
+                         ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
+                         ("train.save_steps", t.save_steps),
+                         ("train.logging_steps", t.logging_steps)):
+        _at_least(where, value, 1)
+    _at_least("train.epochs", t.epochs, 0, strict=True)
+    _at_least("train.lr", t.lr, 0)  # 0 is a frozen model (or part: head_lr=0)
+    _at_least("train.head_lr", t.head_lr, 0)
+    _at_least("train.weight_decay", t.weight_decay, 0)
+    _at_least("train.max_grad_norm", t.max_grad_norm, 0)
+    _at_least("train.num_workers", t.num_workers, 0)
+    if not 0 <= t.warmup_ratio < 1:
+        raise IrdistillError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    if t.max_steps == 0 or t.max_steps < -1:
+        raise IrdistillError(f"train.max_steps={t.max_steps} must be positive (or -1: use "
+                             "train.epochs)")
+    return config
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:

@@ -13,14 +13,15 @@ import logging
 import time
 from pathlib import Path
 
-from irdistill.config import load_config
+from irdistill.config import check_config, config_hash, load_config, to_dict
 from irdistill.data.collection import load_collection
 from irdistill.data.trec import ranked, write_run
 from irdistill.evaluation.fusion import interpolate, tune_alpha
 from irdistill.evaluation.metrics import evaluate
-from irdistill.evaluation.rerank import rerank_run
-from irdistill.io import write_json
+from irdistill.evaluation.rerank import rerank_run, scoring_identity
+from irdistill.io import check_output_folder, write_json
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.provenance import write_provenance
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.train.engine import train
 from irdistill.utils import seed_everything
@@ -47,8 +48,15 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     """Run the demo end to end and return ``{system: {measure: value}}``."""
     output = Path(output)
     config = load_config(overrides=overrides, base=DEMO_RECIPE)
+    check_config(config)
+    check_output_folder(output)
     started = time.time()
     scores = output / "scores"  # re-ranking scores kept as they come: a rerun goes on from them
+    write_provenance(output, config=to_dict(config), config_hash=config_hash(config),
+                     data={"train": TRAIN_COLLECTION, "test": TEST_COLLECTION,
+                           "rerank_depth": depth, "dev_queries": f"every {DEV_EVERY}th judged "
+                                                                 "training query"},
+                     seed=config.train.seed)
 
     log.info("[1/4] BM25 on %s", TEST_COLLECTION)
     test = load_collection(TEST_COLLECTION)
@@ -65,7 +73,10 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
         max_doc_length=config.model.max_doc_length,
         num_hidden_layers=config.model.num_hidden_layers, precision=precision)
     run = rerank_run(untrained, test, candidates, depth=depth, show_progress=show_progress,
-                     checkpoint=scores / "untrained.jsonl")
+                     checkpoint=scores / "untrained.jsonl",
+                     identity={**scoring_identity(config.model.name, untrained, test, candidates,
+                                                  depth), "seed": config.train.seed,
+                               "layers": config.model.num_hidden_layers})
     write_run(output / "runs" / "untrained.trec", run, tag="untrained")
     evaluations["untrained"] = evaluate(run, test.qrels, MEASURES)
     del untrained
@@ -83,13 +94,16 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     log.info("[4/4] trained re-ranker re-ranks the BM25 top-%d", depth)
     reranker = CrossEncoder.from_pretrained(str(model_dir), precision=precision)
     run = rerank_run(reranker, test, candidates, depth=depth, show_progress=show_progress,
-                     checkpoint=scores / "reranker.jsonl")
+                     checkpoint=scores / "reranker.jsonl",
+                     identity=scoring_identity(str(model_dir), reranker, test, candidates, depth))
     write_run(output / "runs" / "reranker.trec", run, tag="reranker")
     evaluations["reranker"] = evaluate(run, test.qrels, MEASURES)
 
     dev_candidates = {q: dict(ranked(train_run[q], depth)) for q in sorted(dev) if q in train_run}
     dev_scores = rerank_run(reranker, train_collection, dev_candidates, depth=depth,
-                            show_progress=show_progress, checkpoint=scores / "reranker-dev.jsonl")
+                            show_progress=show_progress, checkpoint=scores / "reranker-dev.jsonl",
+                            identity=scoring_identity(str(model_dir), reranker, train_collection,
+                                                      dev_candidates, depth))
     alpha, dev_value = tune_alpha(dev_candidates, dev_scores,
                                   {q: train_collection.qrels[q] for q in dev_candidates})
     log.info("interpolation weight %.1f chosen on %d held-out training queries (nDCG@10 %.4f)",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -68,3 +69,87 @@ def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
                                      path=path, line=number,
                                      hint="re-encode the file as UTF-8") from None
             yield number, line.rstrip("\r\n")
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Check before any work that ``path`` can be written as a file: not a directory, and its
+    parent, if it exists, a directory. Returns it as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise IrdistillError(f"{what} is a directory", path=path,
+                             hint="give the path of a file, e.g. inside that folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise IrdistillError(f"cannot write the {what}: '{parent}' is a file, not a "
+                                     "folder", path=path)
+            break
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
+    """Check before any work that ``path`` can be (or is) a folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise IrdistillError(f"{what} is a file", path=path, hint="give the path of a folder")
+    check_output_file(path / "x", what)
+    return path
+
+
+def sidecar(path: str | Path, suffix: str) -> Path:
+    """``runs/ce.trec`` -> ``runs/ce.trec<suffix>`` (e.g. ``.partial.jsonl``)."""
+    path = Path(path)
+    return path.with_name(path.name + suffix)
+
+
+# -- append-only checkpoints of finished work (re-ranking, teacher scoring) --------------------
+def read_jsonl_checkpoint(path: str | Path) -> list[Any]:
+    """The records of an append-only JSONL checkpoint, in order.
+
+    A kill while a record was being appended leaves a cut last line (no newline, or not valid
+    JSON): it is dropped and the file truncated after the last whole record, so the next
+    :func:`append_jsonl` starts on a clean line (appending after the cut line would glue two
+    records into one unreadable line). A bad line before the last means the file was not written
+    by irdistill: an error naming the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    if path.is_dir():
+        raise IrdistillError("expected a checkpoint file, found a directory", path=path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")  # the last item is b"" when the file ends with a newline
+    records: list[Any] = []
+    good_end = offset = 0
+    for number, raw in enumerate(lines, start=1):
+        complete = number < len(lines)
+        offset += len(raw) + complete
+        if not raw.strip():
+            good_end = offset if complete else good_end
+            continue
+        try:
+            if not complete:
+                raise ValueError("no newline")
+            records.append(json.loads(raw.decode("utf-8")))
+            good_end = offset
+        except ValueError:
+            if number < len(lines) - 1:
+                raise IrdistillError("unreadable record in the checkpoint", path=path,
+                                     line=number,
+                                     hint="delete the file to start this work over") from None
+            logging.getLogger(__name__).warning(
+                "%s, line %d: record cut by an interruption dropped", path, number)
+    if good_end < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(good_end)
+    return records
+
+
+def append_jsonl(path: str | Path, record: Any) -> None:
+    """Append one record as a line and force it to disk (see :func:`read_jsonl_checkpoint`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -81,11 +81,12 @@ def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, s
     assert len(run.read_text().splitlines()) == 300 * 20
 
     out = tmp_path / "train"
-    result = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}",
-                    "--set", "data.max_queries=24", "--set", "data.negatives=3",
-                    "--set", "train.batch_size=4", "--set", "train.logging_steps=1",
-                    "--set", "train.save_steps=3", "--set", "model.max_doc_length=48",
-                    "--set", "loss=bce")
+    train_args = ["--set", f"model.name={tiny_bert}",
+                  "--set", "data.max_queries=24", "--set", "data.negatives=3",
+                  "--set", "train.batch_size=4", "--set", "train.logging_steps=1",
+                  "--set", "train.save_steps=3", "--set", "model.max_doc_length=48",
+                  "--set", "loss=bce"]
+    result = invoke("train", "--output", out, *train_args)
     assert result.exit_code == 0, result.output
     for name in ("config.yaml", "provenance.json", "train_log.jsonl", "model/config.json",
                  "model/model.safetensors", "model/tokenizer.json"):
@@ -110,5 +111,7 @@ def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, s
                   metrics).exit_code == 0
     assert 0 <= json.loads(metrics.read_text())["aggregate"]["nDCG@10"] <= 1
 
-    again = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}")
+    again = invoke("train", "--output", out, *train_args)
     assert again.exit_code == 0 and "model saved" in again.output  # finished: nothing redone
+    other = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}")
+    assert other.exit_code == 2 and "made by another config" in other.output  # not passed off

@@ -116,9 +116,15 @@ def test_parse_triples_and_stream(tmp_path):
     ("1.0\tnan\tq1\tp1\tn1", "neg_score 'nan' is not finite"),
     ("1.0\t2.0\tq1\t\tn1", "empty pos_pid"),
 ])
-def test_bad_triple_lines_name_file_and_line(tmp_path, line, words):
+def test_bad_triple_lines_name_file_and_line(tmp_path, line, words, monkeypatch):
+    from irdistill.data import triples
+
     path = tmp_path / "t.tsv"
     path.write_text(f"1\t0\tq0\tp0\tn0\n{line}\n")
+    with pytest.raises(IrdistillError) as info:  # the first lines are checked up front
+        TripleGroups(path)
+    assert f"{path}, line 2: {words}" in str(info.value)
+    monkeypatch.setattr(triples, "CHECKED_LINES", 1)  # as if the bad line came later
     stream = iter(TripleGroups(path))  # the first line is fine
     assert next(stream).query_id == "q0"
     with pytest.raises(IrdistillError) as info:

@@ -9,6 +9,16 @@ Three sources, one interface (:class:`Collection`):
 
 Local document files are indexed by byte offset in one streaming pass, so a large corpus is
 never held in memory as Python strings.
+
+Checks of local files (each error names the file and line): ids are unique and free of
+whitespace (TREC runs are whitespace-separated), every line has its columns or JSON fields, and
+the text is UTF-8. Empty texts are handled by what they mean:
+
+* an empty **document** is common in real corpora (a title-only record, a failed crawl): it is
+  kept, and a warning counts them (``DocStore.empty``); it is scored as an empty text;
+* an empty **query** has nothing to rank for: in a local file it is an error naming the line;
+  in an ir_datasets dataset (which the user cannot edit) it is a warning with the count;
+* a file with no document or no query at all is an error.
 """
 from __future__ import annotations
 
@@ -33,6 +43,11 @@ class DocStore:
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
         raise NotImplementedError
 
+    def missing(self, doc_ids: Iterable[str]) -> list[str]:
+        """The ids not in the store, where that is cheap to know without reading texts (local
+        files); stores that cannot tell cheaply return [] and fail in ``get_many`` instead."""
+        return []
+
     def get(self, doc_id: str) -> str:
         return self.get_many([doc_id])[doc_id]
 
@@ -43,10 +58,23 @@ class DocStore:
         raise NotImplementedError
 
 
-def _missing_docs(missing: list[str], source: str) -> IrdistillError:
+def missing_docs_error(missing: list[str], source: str) -> IrdistillError:
     shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
     return IrdistillError(f"{len(missing)} document id(s) not in the collection {source}: {shown}",
                           hint="the run or training file does not belong to this collection")
+
+
+_missing_docs = missing_docs_error
+
+
+def _check_id(kind: str, value: str, path: Path, number: int) -> str:
+    if not value:
+        raise IrdistillError(f"empty {kind} id", path=path, line=number)
+    if any(c.isspace() for c in value):
+        raise IrdistillError(f"{kind} id {value!r} contains whitespace", path=path, line=number,
+                             hint="TREC runs and qrels separate columns by whitespace; ids must "
+                                  "not contain any")
+    return value
 
 
 class IrdsDocStore(DocStore):
@@ -60,20 +88,29 @@ class IrdsDocStore(DocStore):
     @property
     def store(self):
         if self._store is None:
-            self._store = self._dataset.docs_store()
+            try:
+                self._store = self._dataset.docs_store()
+            except OSError as exc:
+                raise unavailable_dataset(self._id, exc) from None
         return self._store
 
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(doc_ids))
-        found = self.store.get_many(wanted)
+        try:
+            found = self.store.get_many(wanted)
+        except OSError as exc:
+            raise unavailable_dataset(self._id, exc) from None
         missing = [d for d in wanted if d not in found]
         if missing:
             raise _missing_docs(missing, f"'{self._id}'")
         return {d: found[d].default_text() for d in wanted}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        for doc in self._dataset.docs_iter():
-            yield doc.doc_id, doc.default_text()
+        try:
+            for doc in self._dataset.docs_iter():
+                yield doc.doc_id, doc.default_text()
+        except OSError as exc:
+            raise unavailable_dataset(self._id, exc) from None
 
     def __len__(self) -> int:
         return self._dataset.docs_count()
@@ -86,18 +123,27 @@ class OffsetDocStore(DocStore):
         self.path = check_input_file(path, "document file")
         self.jsonl = self.path.suffix == ".jsonl"
         self.offsets: dict[str, int] = {}
+        self.empty: list[str] = []  # ids of documents with empty text
         offset = 0
         with open(self.path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 if raw.strip():
-                    doc_id, _ = self._parse(raw, number)
+                    doc_id, text = self._parse(raw, number)
+                    _check_id("document", doc_id, self.path, number)
                     if doc_id in self.offsets:
                         raise IrdistillError(f"document id '{doc_id}' appears twice",
-                                             path=self.path, line=number)
+                                             path=self.path, line=number,
+                                             hint="document ids must be unique")
+                    if not text.strip():
+                        self.empty.append(doc_id)
                     self.offsets[doc_id] = offset
                 offset += len(raw)
         if not self.offsets:
             raise IrdistillError("document file holds no documents", path=self.path)
+        if self.empty:
+            log.warning("%s: %d of %d documents have empty text (e.g. '%s'); they are kept and "
+                        "scored as empty texts", self.path, len(self.empty), len(self.offsets),
+                        self.empty[0])
 
     def _parse(self, raw: bytes, number: int) -> tuple[str, str]:
         try:
@@ -112,13 +158,21 @@ class OffsetDocStore(DocStore):
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise IrdistillError("expected a JSON object with '_id' (or 'doc_id') and 'text'",
                                      path=self.path, line=number) from None
+            if not isinstance(obj, dict):
+                raise TypeError
             title, text = obj.get("title") or "", obj.get("text") or ""
+            if not isinstance(title, str) or not isinstance(text, str):
+                raise IrdistillError("'title' and 'text' must be strings", path=self.path,
+                                     line=number)
             return doc_id, f"{title} {text}".strip() if title else text
         parts = line.split("\t", 1)
         if len(parts) != 2:
             raise IrdistillError("expected 2 tab-separated columns 'doc_id<TAB>text'",
                                  path=self.path, line=number)
         return parts[0], parts[1]
+
+    def missing(self, doc_ids: Iterable[str]) -> list[str]:
+        return [d for d in dict.fromkeys(doc_ids) if d not in self.offsets]
 
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(doc_ids))
@@ -176,8 +230,27 @@ class Collection:
         return out
 
 
+def _add_query(queries: dict[str, str], qid: str, text, path: Path, number: int) -> None:
+    _check_id("query", qid, path, number)
+    if not isinstance(text, str):
+        raise IrdistillError("the query text must be a string", path=path, line=number)
+    if qid in queries:
+        raise IrdistillError(f"query id '{qid}' appears twice", path=path, line=number,
+                             hint="query ids must be unique")
+    if not text.strip():
+        raise IrdistillError(f"query '{qid}' has empty text", path=path, line=number,
+                             hint="give the query's text or remove the line")
+    queries[qid] = text
+
+
+def _no_queries(queries: dict[str, str], path: Path) -> dict[str, str]:
+    if not queries:
+        raise IrdistillError("queries file holds no queries", path=path)
+    return queries
+
+
 def _read_queries_tsv(path: Path) -> dict[str, str]:
-    queries = {}
+    queries: dict[str, str] = {}
     for number, line in iter_lines(path, "queries file"):
         if not line.strip():
             continue
@@ -185,22 +258,23 @@ def _read_queries_tsv(path: Path) -> dict[str, str]:
         if len(parts) != 2:
             raise IrdistillError("expected 2 tab-separated columns 'query_id<TAB>text'",
                                  path=path, line=number)
-        queries[parts[0]] = parts[1]
-    return queries
+        _add_query(queries, parts[0], parts[1], path, number)
+    return _no_queries(queries, path)
 
 
 def _read_queries_jsonl(path: Path) -> dict[str, str]:
-    queries = {}
+    queries: dict[str, str] = {}
     for number, line in iter_lines(path, "queries file"):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-            queries[str(obj["_id"] if "_id" in obj else obj["query_id"])] = obj["text"]
+            qid, text = str(obj["_id"] if "_id" in obj else obj["query_id"]), obj["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise IrdistillError("expected a JSON object with '_id' and 'text'", path=path,
                                  line=number) from None
-    return queries
+        _add_query(queries, qid, text, path, number)
+    return _no_queries(queries, path)
 
 
 def _read_beir_qrels(path: Path) -> Qrels:
@@ -215,11 +289,26 @@ def _read_beir_qrels(path: Path) -> Qrels:
             raise IrdistillError("expected 3 tab-separated columns 'query-id corpus-id score'",
                                  path=path, line=number)
         try:
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+            rel = int(parts[2])
         except ValueError:
             raise IrdistillError(f"relevance '{parts[2]}' is not an integer", path=path,
                                  line=number) from None
+        docs = qrels.setdefault(parts[0], {})
+        if docs.get(parts[1], rel) != rel:
+            raise IrdistillError(f"document '{parts[1]}' is judged twice for query "
+                                 f"'{parts[0]}' with different labels", path=path, line=number)
+        docs[parts[1]] = rel
+    if not qrels:
+        raise IrdistillError("qrels file has no judgements", path=path)
     return qrels
+
+
+def unavailable_dataset(dataset_id: str, exc: BaseException) -> IrdistillError:
+    """The error for an ir_datasets dataset whose files are not here and cannot be fetched."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return IrdistillError(f"dataset '{dataset_id}' is not available offline ({first[:200]})",
+                          hint="download it where there is network (ir_datasets downloads on "
+                               "first use) and set IR_DATASETS_HOME, or give a local folder")
 
 
 def _load_irds(dataset_id: str) -> Collection:
@@ -228,21 +317,24 @@ def _load_irds(dataset_id: str) -> Collection:
     try:
         dataset = ir_datasets.load(dataset_id)
     except KeyError:
-        raise IrdistillError(
-            f"unknown dataset id '{dataset_id}'",
-            hint=suggest(dataset_id, ir_datasets.registry._registered.keys())
-            + " (or give a local BEIR folder or a folder with docs.tsv/queries.tsv/qrels.txt)",
-        ) from None
+        raise _unknown_dataset(dataset_id) from None
     if not dataset.has_docs():
         raise IrdistillError(f"dataset '{dataset_id}' has no documents",
                              hint="use an ir_datasets id that provides docs")
     queries = {}
-    if dataset.has_queries():
-        queries = {q.query_id: q.default_text() for q in dataset.queries_iter()}
     qrels: Qrels = {}
-    if dataset.has_qrels():
-        for qrel in dataset.qrels_iter():
-            qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+    try:
+        if dataset.has_queries():
+            queries = {q.query_id: q.default_text() for q in dataset.queries_iter()}
+        if dataset.has_qrels():
+            for qrel in dataset.qrels_iter():
+                qrels.setdefault(qrel.query_id, {})[qrel.doc_id] = int(qrel.relevance)
+    except OSError as exc:  # requests' ConnectionError is an OSError
+        raise unavailable_dataset(dataset_id, exc) from None
+    empty = sorted(q for q, text in queries.items() if not text.strip())
+    if empty:
+        log.warning("dataset '%s': %d of %d queries have empty text (e.g. '%s')", dataset_id,
+                    len(empty), len(queries), empty[0])
     return Collection(dataset_id, IrdsDocStore(dataset, dataset_id), queries, qrels,
                       docs_id=ir_datasets.docs_parent_id(dataset_id))
 
@@ -285,6 +377,35 @@ def _load_plain_folder(folder: Path) -> Collection:
     return Collection(_folder_name(folder, None), OffsetDocStore(docs), queries, qrels)
 
 
+def check_collection_spec(spec: str | os.PathLike, split: str | None = None) -> None:
+    """Without loading anything: ``spec`` is a folder, or a registered ir_datasets id (else an
+    error with the closest id)."""
+    path = Path(spec)
+    if path.is_dir():
+        return
+    if path.exists():
+        raise IrdistillError("expected a collection folder or an ir_datasets id, found a file",
+                             path=path, hint="give the folder that holds the collection's files")
+    if str(spec).startswith((".", "/", "~")):
+        raise IrdistillError("collection folder not found", path=path, hint="check the path")
+    import ir_datasets
+
+    if str(spec) not in ir_datasets.registry:
+        raise _unknown_dataset(str(spec))
+    if split is not None:
+        raise IrdistillError("a split applies to BEIR folders; an ir_datasets id names its split "
+                             f"itself (e.g. '{spec}/test')")
+
+
+def _unknown_dataset(dataset_id: str) -> IrdistillError:
+    import ir_datasets
+
+    return IrdistillError(
+        f"unknown dataset id '{dataset_id}'",
+        hint=suggest(dataset_id, ir_datasets.registry._registered.keys())
+        + " (or give a local BEIR folder or a folder with docs.tsv/queries.tsv/qrels.txt)")
+
+
 def load_collection(spec: str | os.PathLike, split: str | None = None) -> Collection:
     """Load a collection from an ir_datasets id, a BEIR folder or a folder of plain files."""
     path = Path(spec)
@@ -295,6 +416,8 @@ def load_collection(spec: str | os.PathLike, split: str | None = None) -> Collec
     if path.exists():
         raise IrdistillError("expected a collection folder or an ir_datasets id, found a file",
                              path=path, hint="give the folder that holds the collection's files")
+    if str(spec).startswith((".", "/", "~")):
+        raise IrdistillError("collection folder not found", path=path, hint="check the path")
     if split is not None:
         raise IrdistillError("--split applies to BEIR folders; an ir_datasets id names its split "
                              f"itself (e.g. '{spec}/test')")

@@ -11,6 +11,7 @@ line on every pass, and each bad line raises :class:`IrdistillError` naming the 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from irdistill.io import check_input_file, iter_lines
 
 log = logging.getLogger(__name__)
 FORMAT = "pos_score<TAB>neg_score<TAB>qid<TAB>pos_pid<TAB>neg_pid"
+CHECKED_LINES = 1000  # lines parsed (and their ids looked up) before training starts
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ class TripleGroups:
     def __init__(self, path: str | Path, max_queries: int | None = None):
         self.path = check_input_file(path, "triple file")
         self.max_queries = max_queries
-        first = next(iter_triples(self.path), None)  # a wrong format fails now, not mid-training
-        if first is None:
+        # a wrong format fails now, not mid-training: the first CHECKED_LINES are parsed (the
+        # whole file may hold tens of millions); a bad line later stops training naming it
+        self.head = [t.group() for t in itertools.islice(iter_triples(self.path), CHECKED_LINES)]
+        if not self.head:
             raise IrdistillError("triple file holds no triples", path=self.path)
 
     def __iter__(self) -> Iterator[Group]:

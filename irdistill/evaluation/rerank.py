@@ -5,20 +5,22 @@ about ``block_pairs`` pairs; inside a block, pairs of all its queries are sorted
 batches with dynamic padding, so little compute goes to padding. With a ``checkpoint`` file,
 each finished block is appended to it, and a restarted call skips the queries already
 there: an interrupted re-ranking loses at most one block. Block boundaries depend only on the
-run, so a resumed call computes exactly what an uninterrupted one would.
+run, so a resumed call computes exactly what an uninterrupted one would (bitwise, with the same
+batch size and threads). A record cut by a kill is dropped on resume; the file's first record
+names the model and candidates the scores belong to, checked on resume.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
+import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from irdistill.data.collection import Collection
+from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
+from irdistill.io import append_jsonl, read_jsonl_checkpoint
 from irdistill.models.cross_encoder import CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -37,40 +39,87 @@ def _blocks(qids: list[str], sizes: dict[str, int], block_pairs: int) -> list[li
     return blocks
 
 
-def _read_checkpoint(path: Path) -> Run:
+HEADER = "__irdistill__"
+
+
+def _read_checkpoint(path: Path, identity: dict | None = None) -> Run:
+    """Scores kept in ``path`` by an interrupted call. Its first record names what produced
+    them (``identity``: model, lengths, precision, candidates); scores of something else are
+    never mixed in: an error says so."""
     done: Run = {}
-    if not path.exists():
-        return done
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # a line cut by a kill while being written: everything before it is good
-                log.warning("%s, line %d: incomplete record ignored", path, number)
-                break
-            done.update(record)
+    records = read_jsonl_checkpoint(path)
+    if records and isinstance(records[0], dict) and HEADER in records[0]:
+        written = records.pop(0)[HEADER]
+        if identity is not None and written != identity:
+            differ = sorted(k for k in set(written) | set(identity)
+                            if written.get(k) != identity.get(k))
+            raise IrdistillError(
+                "the partial scores of an interrupted re-ranking were made with other settings "
+                f"({', '.join(differ)} differ)", path=path,
+                hint="run the same command as before to resume it, or delete this file to "
+                     "start over")
+    for record in records:
+        done.update(record)
     return done
+
+
+def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, list[str]]:
+    """Each query's top-``depth`` document ids, after checking (before any model is loaded)
+    that the run is not empty and its queries and documents belong to ``collection`` (documents
+    where the store can tell cheaply: local files; ir_datasets stores fail when fetched)."""
+    if depth < 1:
+        raise IrdistillError(f"depth={depth} must be at least 1")
+    candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
+    if not candidates:
+        raise IrdistillError("the run to re-rank is empty")
+    collection.query_texts(sorted(candidates))
+    missing = collection.docs.missing([d for q in sorted(candidates) for d in candidates[q]])
+    if missing:
+        raise missing_docs_error(missing, collection.name)
+    return candidates
 
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
                batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
-               checkpoint: str | Path | None = None, block_pairs: int = 20_000) -> Run:
-    """Scores of ``model`` for each query's top-``depth`` documents of ``run``."""
-    candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
+               checkpoint: str | Path | None = None, block_pairs: int = 20_000,
+               identity: dict | None = None) -> Run:
+    """Scores of ``model`` for each query's top-``depth`` documents of ``run``.
+
+    With ``checkpoint``, finished blocks are appended to that file and a later call with the same
+    file skips them. ``identity`` (what the scores depend on: see :func:`scoring_identity`) is
+    written as its first record and checked on resume. A checkpoint this call created is
+    removed again if the input turns out to be wrong (e.g. documents absent from the
+    collection), so bad input leaves nothing behind.
+    """
+    candidates = check_candidates(collection, run, depth)
     qids = sorted(candidates)
-    if not qids:
-        raise IrdistillError("the run to re-rank is empty")
     queries = collection.query_texts(qids)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    done = _read_checkpoint(checkpoint) if checkpoint is not None else {}
+    created = checkpoint is not None and not checkpoint.exists()
+    done = _read_checkpoint(checkpoint, identity) if checkpoint is not None else {}
+    done = {q: done[q] for q in qids if q in done}
     if done:
         log.info("resuming: %d of %d queries already scored in %s", len(done), len(qids),
                  checkpoint)
+    try:
+        _score_blocks(model, collection, candidates, qids, queries, done, batch_size, max_tokens,
+                      show_progress, checkpoint, block_pairs, identity)
+    except IrdistillError:
+        if created and checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        raise
+    return {q: done[q] for q in qids}
+
+
+def _score_blocks(model, collection, candidates, qids, queries, done, batch_size, max_tokens,
+                  show_progress, checkpoint, block_pairs, identity) -> None:
     total = sum(len(candidates[q]) for q in qids)
     bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
                desc="re-ranking", unit="pair", disable=not show_progress)
+    if checkpoint is not None and identity is not None and not checkpoint.exists():
+        append_jsonl(checkpoint, {HEADER: identity})
     d_tokens: dict[str, list[int]] = {}
+    empty_docs: set[str] = set()
     for block in _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs):
         if all(q in done for q in block):
             continue
@@ -79,20 +128,39 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
         for start in range(0, len(new_docs), 4096):
             chunk = new_docs[start:start + 4096]
             texts = collection.docs.get_many(chunk)
+            empty_docs.update(d for d in chunk if not texts[d].strip())
             d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk])))
         keys = [(q, d) for q in block for d in candidates[q]]
         scores = model.score_ids([(q_tokens[q], d_tokens[d]) for q, d in keys],
                                  batch_size=batch_size, max_tokens=max_tokens)
+        bad = [key for key, s in zip(keys, scores) if not math.isfinite(s)]
+        if bad:
+            raise IrdistillError(
+                f"the model gave {len(bad)} non-finite score(s), e.g. for query '{bad[0][0]}' "
+                f"and document '{bad[0][1]}'",
+                hint="fp16 overflows easily: use --precision bf16 or fp32; finished queries are "
+                     "kept")
         scored: Run = {q: {} for q in block}
         for (q, d), s in zip(keys, scores):
             scored[q][d] = s
         done.update(scored)
         if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            with open(checkpoint, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(scored) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_jsonl(checkpoint, scored)
         bar.update(len(keys))
     bar.close()
-    return {q: done[q] for q in qids}
+    if empty_docs:
+        log.warning("%d candidate document(s) have empty text (e.g. '%s'); they were scored as "
+                    "empty documents", len(empty_docs), sorted(empty_docs)[0])
+
+
+def scoring_identity(model_source: str, model: CrossEncoder, collection: Collection, run: Run,
+                     depth: int) -> dict:
+    """What re-ranking scores depend on, to tell whether a partial file belongs to a call:
+    the model (its files' content), its lengths and precision, the collection, the candidates."""
+    from irdistill.provenance import candidates_digest, model_fingerprint
+
+    return {"model": model_fingerprint(model_source),
+            "max_query_length": model.max_query_length, "max_doc_length": model.max_doc_length,
+            "precision": model.precision or "fp32", "collection": collection.name,
+            "candidates": candidates_digest({q: [d for d, _ in ranked(docs, depth)]
+                                             for q, docs in run.items()})}

@@ -43,6 +43,7 @@ from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.metrics import Evaluation, evaluate, parse_measures
 from irdistill.evaluation.passages import PassageSettings
 from irdistill.io import write_json
+from irdistill.provenance import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,7 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
             return {v: _evaluation_from_json(e) for v, e in data["variants"].items()}
     started = time.time()
     paths = {v: _run_path(prefix, v) for v in variants}
+    partial = prefix.with_name(prefix.name + ".partial.jsonl")
     if all(p.exists() for p in paths.values()):
         runs = {v: read_run(p) for v, p in paths.items()}
     elif model is None:
@@ -318,10 +320,15 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
         else:
             from irdistill.evaluation.rerank import rerank_run
 
+            # scores of finished blocks are kept: a killed grid loses at most one block here
             runs = {"": rerank_run(scorer, coll, cands, depth=suite.depth,
-                                   batch_size=batch_size, show_progress=show_progress)}
+                                   batch_size=batch_size, show_progress=show_progress,
+                                   checkpoint=partial, identity={
+                                       "system": system, "dataset": spec.label,
+                                       "depth": suite.depth, **(info or {})})}
         for v, run in runs.items():
             write_run(paths[v], run, tag=slug(system))
+        partial.unlink(missing_ok=True)
     qrels = collection().qrels
     out = {}
     for v, run in runs.items():
@@ -330,6 +337,6 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
     write_json(result_path, {
         "system": system, "suite": suite.name, "dataset": spec.label, "dataset_id": spec.id,
         "measures": measures, "depth": suite.depth, "seconds": round(time.time() - started, 1),
-        **(info or {}),
+        **(info or {}), "versions": package_versions(),
         "variants": {v: e.to_json() for v, e in out.items()}})
     return out

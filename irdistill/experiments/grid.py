@@ -51,6 +51,7 @@ from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.suites import Suite, check_suite, dataset_key, evaluate_on_dataset, \
     first_stage_run, get_suite, load_dataset, slug, suite_from_dict
 from irdistill.io import write_json
+from irdistill.provenance import write_provenance
 
 log = logging.getLogger(__name__)
 
@@ -452,9 +453,9 @@ class _Datasets:
         return self.collections[key]
 
 
-def _check_names(grid: Grid, cells: list[Cell]) -> None:
+def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
     """Fail before any work if a cell (or a stage of it) names a loss or data mode that does
-    not exist."""
+    not exist, has a value out of range, or (``inputs``) reads a file that is not there."""
     from irdistill.data.sampling import MODES
     from irdistill.losses import get_loss
 
@@ -462,6 +463,9 @@ def _check_names(grid: Grid, cells: list[Cell]) -> None:
         for key in path:
             obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
         return obj
+
+    from irdistill.config import check_config, resolve_stage
+    from irdistill.train.engine import check_inputs
 
     for cell in cells:
         try:
@@ -471,6 +475,14 @@ def _check_names(grid: Grid, cells: list[Cell]) -> None:
                     get_loss(loss)
                 if mode is not None and mode not in MODES:
                     raise unknown_name("data mode", mode, MODES)
+            check_config(cell.config)  # values: names, ranges (a typo fails before any work)
+            if not inputs:
+                continue
+            stages = range(len(cell.config.stages)) or [None]
+            for index in stages:  # the files each cell reads exist: checked before any work
+                stage = cell.config if index is None else resolve_stage(
+                    cell.config, index, previous_model="previous" if index else None)
+                check_inputs(stage, check_model=not index)
         except IrdistillError as exc:
             exc.message = f"cell {cell.describe()}: {exc.message}"
             raise
@@ -487,12 +499,20 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
     from irdistill.utils import seed_everything
 
     cells = grid.cells()
-    _check_names(grid, cells)
+    _check_names(grid, cells, inputs=not dry_run)
     if dry_run:
         return grid_status(grid)
     tasks = plan(grid, cells)
     grid.output.mkdir(parents=True, exist_ok=True)
     write_manifest(grid, cells, tasks)
+    write_provenance(grid.output, config={"grid_file": grid.source, "base": grid.base,
+                                          "axes": {a.name: [v.label for v in a.values]
+                                                   for a in grid.axes},
+                                          "exclude": grid.exclude,
+                                          "suites": [s.name for s in grid.suite_settings()],
+                                          "evaluation": dataclasses.asdict(grid.evaluation)},
+                     cells={c.hash: c.labels for c in cells},
+                     seeds=sorted({c.seed for c in cells}))
     data = _Datasets()
     first_stage_files: dict[tuple, Path] = {}
     started = time.time()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from irdistill.errors import IrdistillError
+from irdistill.errors import IrdistillError, suggest
 from irdistill.io import write_json
 from irdistill.models import backbones
 from irdistill.models.tokenization import PairEncoder
@@ -27,6 +27,11 @@ BUNDLED_ALIASES = ("minilm", "bundled:minilm", "sentence-transformers/all-MiniLM
 SETTINGS_FILE = "irdistill.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
+#: files that hold a tokenizer's vocabulary (without one, transformers builds an empty tokenizer
+#: that maps every word to [UNK], silently)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "spm.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -50,10 +55,49 @@ def resolve_model_path(name_or_path: str) -> str:
         if not any((path / f).exists() for f in WEIGHT_FILES):
             raise IrdistillError("model folder has no weights (model.safetensors)", path=path,
                                  hint="the model was not saved completely; train or copy it again")
+        if not any((path / f).exists() for f in TOKENIZER_FILES):
+            raise IrdistillError(
+                "model folder has no tokenizer (tokenizer.json or vocab.txt)", path=path,
+                hint="a Trainer checkpoint-N folder holds no tokenizer: give the training "
+                     "output's model/ folder, or save the tokenizer beside the weights")
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise IrdistillError(f"model folder '{name_or_path}' not found", hint="check the path")
     return name_or_path
+
+
+def _load_error(name_or_path: str, exc: BaseException, what: str) -> IrdistillError:
+    first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    if Path(name_or_path).is_dir() or name_or_path in BUNDLED_ALIASES:
+        return IrdistillError(f"cannot load the {what} of model '{name_or_path}': {first}",
+                              hint="the files may be truncated or of another version; save or "
+                                   "copy the model again")
+    close = suggest(name_or_path, BUNDLED_ALIASES)
+    hint = (close + " " if close.startswith("did you mean") else "") + \
+        "offline, give a local model folder or the bundled 'minilm'"
+    return IrdistillError(f"cannot load model '{name_or_path}': {first}", hint=hint)
+
+
+def check_precision(precision: str | None) -> None:
+    if precision not in (None, "no", *PRECISIONS):
+        raise IrdistillError(f"unknown precision '{precision}'",
+                             hint=suggest(str(precision), PRECISIONS))
+
+
+def check_device(device: str | None) -> torch.device | None:
+    """``device`` as a torch device, or a clear error for a name torch does not know or a
+    device this machine does not have."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise IrdistillError(f"unknown device '{device}'",
+                             hint="e.g. cpu, cuda, cuda:1 or mps") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise IrdistillError(f"device '{device}' asked for, but CUDA is not available",
+                             hint="use --device cpu")
+    return parsed
 
 
 def autocast_context(device: torch.device, precision: str | None):
@@ -75,9 +119,10 @@ class CrossEncoder:
                  device: str | torch.device | None = None, precision: str | None = None):
         from irdistill.utils import default_device
 
+        check_precision(precision)
+        self.device = check_device(device or default_device())
         self.model = model
         self.tokenizer = tokenizer
-        self.device = torch.device(device or default_device())
         self.precision = precision
         self.model.to(self.device)
         self.encoder = PairEncoder(tokenizer, max_query_length, max_doc_length,
@@ -121,11 +166,16 @@ class CrossEncoder:
             settings = json.loads(settings_file.read_text())
         try:
             config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise _load_error(name_or_path, exc, "config") from None
+        try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-        except OSError as exc:
-            raise IrdistillError(f"cannot load model '{name_or_path}': {exc}".splitlines()[0],
-                                 hint="give a local folder or the bundled 'minilm' when offline"
-                                 ) from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise _load_error(name_or_path, exc, "tokenizer") from None
+        if len(tokenizer) < 50:
+            raise IrdistillError(f"the tokenizer of model '{name_or_path}' has only "
+                                 f"{len(tokenizer)} tokens", path=path if Path(path).is_dir()
+                                 else None, hint="its vocabulary file is missing or broken")
         config.num_labels = 1
         if num_hidden_layers is not None:
             if num_hidden_layers > config.num_hidden_layers:
@@ -141,6 +191,12 @@ class CrossEncoder:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(path, config=config,
                                                                        **model_kwargs)
+        except IrdistillError:
+            raise
+        except Exception as exc:  # safetensors' errors derive from Exception only
+            if not Path(path).is_dir() and not isinstance(exc, OSError):
+                raise
+            raise _load_error(name_or_path, exc, "weights") from None
         finally:
             transformers.logging.set_verbosity(verbosity)
         ce = cls(model, tokenizer,

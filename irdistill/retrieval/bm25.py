@@ -130,12 +130,15 @@ def bm25_run(collection: Collection, k: int = 100, settings: BM25Settings = BM25
 
 
 def write_bm25_run(path, collection: Collection, k: int = 100,
-                   settings: BM25Settings = BM25Settings()) -> Run:
+                   settings: BM25Settings = BM25Settings(), source: str | None = None) -> Run:
+    """BM25 top-``k`` of every query written as a TREC run (atomically), with its provenance
+    beside it (``<stem>.provenance.json``: collection, settings, versions, the run's hash)."""
     from irdistill.data.trec import write_run
+    from irdistill.provenance import write_run_provenance
 
     run = bm25_run(collection, k, settings)
     write_run(path, run, tag="bm25")
+    write_run_provenance(path, kind="bm25", config={"k": k, **asdict(settings)},
+                         data={"collection": collection.name, "source": source or collection.name,
+                               "documents": collection.docs_name, "queries": len(run)})
     return run
-
-
-

@@ -38,16 +38,17 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from irdistill.config import Config, config_hash, dump_yaml, resolve_stage, to_dict
+from irdistill.config import Config, check_config, config_hash, dump_yaml, resolve_stage, to_dict
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.sampling import Group, build_groups, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
-from irdistill.io import atomic_write
+from irdistill.io import atomic_write, check_output_folder
 from irdistill.losses import check_loss_params, get_loss
 from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
+from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,30 @@ class GroupDataset(Dataset):
 
 
 class GroupStream(IterableDataset):
-    """Groups read as training goes (a streamed data mode)."""
+    """Groups read as training goes (a streamed data mode), pass after pass without end.
+
+    The stream is endless (training stops at ``train.max_steps``) so that the Trainer sees one
+    epoch: resuming then skips exactly the batches already trained, also past the end of the
+    first pass. (With one Trainer epoch per pass, a resume after the first pass skipped a whole
+    pass and started the next one from its beginning: not the data an uninterrupted run saw.)
+    """
 
     def __init__(self, groups: Iterable[Group]):
         self.groups = groups
 
     def __iter__(self):
-        return iter(self.groups)
+        passes = 0
+        while True:
+            count = 0
+            for group in self.groups:
+                count += 1
+                yield group
+            if count == 0:
+                if passes == 0:
+                    raise IrdistillError(f"the training stream {self.groups} holds no groups")
+                return
+            passes += 1
+            log.debug("pass %d over %s done", passes, self.groups)
 
 
 class LazyTokens:
@@ -147,6 +165,34 @@ def _trainer_class():
             self.loss_params = loss_params
             self.head_lr = head_lr
             self.on_nan = on_nan
+            self.skipped_batches = 0  # micro-batches whose loss was not finite (on_nan=skip)
+            self.skipped_steps = 0  # optimizer steps skipped for non-finite gradients
+            self.faults_in_a_row = 0  # non-finite losses or gradients since the last good step
+            self.fault_this_step = False
+            self.skip_next_step = False
+
+        def non_finite(self, what: str) -> None:
+            """A non-finite loss or gradient at the coming step: stop with a clear message,
+            or (``on_nan=skip``) count it, unless it keeps happening."""
+            from irdistill.train.resume import latest_checkpoint
+
+            step = self.state.global_step + 1
+            self.faults_in_a_row += 1
+            self.fault_this_step = True
+            if self.on_nan == "skip" and self.faults_in_a_row < MAX_FAULTS_IN_A_ROW:
+                log.warning("%s at step %d: skipped (train.on_nan=skip)", what, step)
+                return
+            good = latest_checkpoint(self.args.output_dir, clean=False)
+            kept = (f"the last good checkpoint is kept: {good}" if good is not None
+                    else "no checkpoint had been saved yet")
+            if self.on_nan == "skip":
+                raise IrdistillError(
+                    f"{what} at step {step}, the {MAX_FAULTS_IN_A_ROW}th fault in a row: the model "
+                    f"has diverged", hint=f"{kept}; lower train.lr or use fp32 precision")
+            raise IrdistillError(
+                f"training stopped: {what} at step {step}",
+                hint=f"{kept}; lower train.lr, use fp32 precision, or set train.on_nan=skip to "
+                     "skip such batches, in a new --output folder")
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("targets")
@@ -156,22 +202,42 @@ def _trainer_class():
             scores = scores.masked_scatter(mask, logits.to(scores.dtype))
             loss = self.loss_fn(scores.float(), targets.float(), mask, **self.loss_params)
             if not torch.isfinite(loss):
-                step = self.state.global_step + 1
-                if self.on_nan == "skip":
-                    log.warning("non-finite loss at step %d: batch skipped", step)
-                    loss = (scores * 0.0).sum()
-                else:
-                    raise IrdistillError(
-                        f"training loss became {loss.item()} at step {step}",
-                        hint="the last good checkpoint is kept; lower train.lr, use fp32, or set "
-                             "train.on_nan=skip to skip such batches")
+                self.non_finite(f"the loss became {loss.item()}")
+                self.skipped_batches += 1
+                # no contribution from this batch; a gradient that is still not finite (from
+                # non-finite scores) is caught before the optimizer step
+                loss = (torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0) * 0.0).sum()
             return (loss, scores) if return_outputs else loss
+
+        def check_gradients(self, parameters) -> None:
+            """Before each optimizer step: non-finite gradients stop training, or (skip) the
+            step is skipped, so no checkpoint ever holds weights broken by such a step."""
+            grads = [p.grad for p in parameters if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                self.non_finite("the gradients became non-finite")
+                self.skipped_steps += 1
+                self.skip_next_step = True
+                for g in grads:
+                    g.zero_()
+            if not self.fault_this_step:
+                self.faults_in_a_row = 0
+            self.fault_this_step = False
+
+        def log(self, logs, *args, **kwargs):
+            if self.skipped_batches or self.skipped_steps:
+                logs = {**logs, "skipped_batches": self.skipped_batches,
+                        "skipped_steps": self.skipped_steps}
+            return super().log(logs, *args, **kwargs)
 
         def create_optimizer(self, model=None):
             """The Trainer's optimizer, with the head (every parameter outside the
             pre-trained encoder, whatever the family calls it) at ``head_lr``."""
             if self.head_lr is None or self.optimizer is not None:
-                return super().create_optimizer(model)
+                created = self.optimizer is None
+                optimizer = super().create_optimizer(model)
+                if created:
+                    _guard_optimizer(self)
+                return optimizer
             model = model or self.model
             decay = set(self.get_decay_parameter_names(model))
             groups = []
@@ -185,9 +251,30 @@ def _trainer_class():
             optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "params", "model")}
             self.optimizer = optimizer_cls(groups, **kwargs)
+            _guard_optimizer(self)
             return self.optimizer
 
     return GroupTrainer
+
+
+MAX_FAULTS_IN_A_ROW = 10  # on_nan=skip gives up after this many non-finite batches in a row
+
+
+def _guard_optimizer(trainer) -> None:
+    """Check the gradients before every optimizer step (see ``check_gradients``) and make the
+    step a no-op when they were not finite and ``train.on_nan=skip``."""
+    optimizer = trainer.optimizer
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+    step = inner.step
+
+    def guarded(*args, **kwargs):
+        trainer.check_gradients(p for group in inner.param_groups for p in group["params"])
+        if trainer.skip_next_step:
+            trainer.skip_next_step = False
+            return None
+        return step(*args, **kwargs)
+
+    inner.step = guarded
 
 
 def _log_callback(path: Path):
@@ -219,6 +306,36 @@ def _card(config: Config, digest: str, collection: str, groups, steps: int,
                          "scheduler": t.scheduler, "warmup_ratio": t.warmup_ratio,
                          "seed": t.seed},
             "config_hash": digest}
+
+
+def check_inputs(config: Config, have_collection: bool = False, have_run: bool = False,
+                 check_model: bool = True) -> None:
+    """Cheap checks of what a training config reads, before anything is loaded or written: the
+    files its data mode needs exist and are files, the collection is a folder or a known
+    dataset id, the model folder is complete. (Their content is checked line by line when
+    read.)"""
+    from irdistill.data.collection import check_collection_spec
+    from irdistill.io import check_input_file
+    from irdistill.models.cross_encoder import resolve_model_path
+
+    d = config.data
+    source = mode_source(d.mode)
+    needed = {"teacher_run": ("data.teacher_run", "a TREC run scored or ranked by the teacher",
+                              "runs/teacher.trec"),
+              "triples": ("data.triples", "a triple file", "triples.tsv")}
+    if source in needed and not getattr(d, source):
+        key, what, example = needed[source]
+        raise IrdistillError(f"data.mode={d.mode} needs {key}, {what}",
+                             hint=f"e.g. --set {key}={example}")
+    files = {"run": ("data.run", d.run), "teacher_run": ("data.teacher_run", d.teacher_run),
+             "triples": ("data.triples", d.triples)}
+    key, value = files[source]
+    if value and not (source == "run" and have_run):
+        check_input_file(value, f"{key} file")
+    if not have_collection:
+        check_collection_spec(d.collection, d.split)
+    if check_model:
+        resolve_model_path(config.model.name)
 
 
 def candidate_run(config: Config, collection: Collection) -> Run:
@@ -265,6 +382,19 @@ def build_training_groups(config: Config, collection: Collection, run: Run
     return groups[: max(1, round(per_epoch * config.train.epochs))]
 
 
+def check_group_ids(collection: Collection, groups: Iterable[Group]) -> None:
+    """The queries and documents of ``groups`` belong to the collection (documents where that is
+    cheap to know: local files), before a model is loaded or anything written. For a stream,
+    its first groups (``head``)."""
+    from irdistill.data.collection import missing_docs_error
+
+    groups = list(groups)
+    collection.query_texts(sorted({g.query_id for g in groups}))
+    missing = collection.docs.missing(sorted({d for g in groups for d in g.doc_ids}))
+    if missing:
+        raise missing_docs_error(missing, collection.name)
+
+
 def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[Group]
                     ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Tokenise every query and document of the groups once."""
@@ -289,24 +419,26 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     """
     from transformers import TrainingArguments
 
-    from irdistill.provenance import write_provenance
+    from irdistill.provenance import file_fingerprint, model_fingerprint, write_provenance
     from irdistill.utils import seed_everything
 
     output_dir = Path(output_dir)
     model_dir = output_dir / "model"
     if (model_dir / "config.json").exists():
+        check_resume_config(output_dir, config_hash(config))
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
     if config.stages:
         return train_stages(config, output_dir, collection=collection, run=run,
                             show_progress=show_progress)
     loss_fn = get_loss(config.loss)
-    check_loss_params(config.loss, config.loss_params)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    check_config(config)
+    check_inputs(config, collection is not None, run is not None)
+    check_output_folder(output_dir)
     digest = config_hash(config)
-    with atomic_write(output_dir / "config.yaml") as handle:
-        handle.write(dump_yaml(config))
+    check_resume_config(output_dir, digest)
 
+    # every input is read and checked before anything is written: bad input leaves no folder
     collection = collection or load_collection(config.data.collection, config.data.split)
     run = run if run is not None else candidate_run(config, collection)
     groups = build_training_groups(config, collection, run)
@@ -317,10 +449,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                              hint="set train.max_steps, e.g. --set train.max_steps=10000")
     source = {"run": config.data.run or "bm25", "teacher_run": config.data.teacher_run,
               "triples": config.data.triples}[mode_source(config.data.mode)]
-    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
-                     data={"collection": collection.name, "mode": config.data.mode,
-                           "source": source, "groups": "streamed" if streamed else len(groups)},
-                     seed=config.train.seed)
+    check_group_ids(collection, getattr(groups, "head", []) if streamed else groups)
 
     seed_everything(config.train.seed)  # the new head's initialisation depends on it
     m = config.model
@@ -343,6 +472,20 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         dataset = GroupDataset(groups)
         log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
                  max(len(g.doc_ids) for g in groups), config.loss)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output_dir / "config.yaml") as handle:
+        handle.write(dump_yaml(config))
+    files = {k: file_fingerprint(v) for k, v in (("run", config.data.run),
+                                                  ("teacher_run", config.data.teacher_run),
+                                                  ("triples", config.data.triples))
+             if v and k == mode_source(config.data.mode)}
+    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
+                     data={"collection": collection.name, "mode": config.data.mode,
+                           "source": source, "groups": "streamed" if streamed else len(groups),
+                           "files": files},
+                     model={"name": m.name, "fingerprint": model_fingerprint(m.name)},
+                     seed=config.train.seed)
 
     t = config.train
     if t.precision == "fp16" and not cuda:
@@ -380,12 +523,11 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
         on_nan=t.on_nan, callbacks=[_log_callback(output_dir / "train_log.jsonl")])
-    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"),
-                         key=lambda p: int(p.name.split("-")[-1]))
-    resume = str(checkpoints[-1]) if checkpoints else None
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
+    if checkpoint is not None:
+        log.info("resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     if trainer.is_world_process_zero():
         model.model = trainer.model
@@ -406,10 +548,35 @@ def train_stages(config: Config, output_dir: str | Path, *, collection: Collecti
     A finished stage is not trained again and an interrupted one resumes, so the recipe resumes
     where it stopped. ``collection``/``run`` are reused by stages that keep the base's data.
     """
+    from irdistill.provenance import write_provenance
+
     output_dir = Path(output_dir)
+    check_config(config)
+    check_output_folder(output_dir)
+    for index in range(len(config.stages)):  # every stage's inputs, before the first trains
+        stage = resolve_stage(config, index, previous_model=None if index == 0 else "previous")
+        try:
+            check_inputs(stage, collection is not None and index == 0, False,
+                         check_model=index == 0)
+        except IrdistillError as exc:
+            exc.message = f"stage {index + 1}: {exc.message}"
+            raise
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(output_dir / "config.yaml") as handle:
         handle.write(dump_yaml(config))
+    write_provenance(output_dir, config=to_dict(config), config_hash=config_hash(config),
+                     stages=len(config.stages), seed=config.train.seed)
+    try:
+        return _train_stages(config, output_dir, collection, run, show_progress)
+    except IrdistillError:
+        if created and not any(output_dir.glob("stage-*")):  # bad input: leave nothing behind
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+
+
+def _train_stages(config: Config, output_dir: Path, collection: Collection | None,
+                  run: Run | None, show_progress: bool) -> Path:
     previous: str | None = None
     model_dir = output_dir / "model"
     for index in range(len(config.stages)):
