@@ -114,8 +114,17 @@ def rerank(
     = None,
     depth: Annotated[int, typer.Option(help="Documents per query to re-rank.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 64,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Most pairs per batch.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="Most padded tokens per batch (0: no "
+                                            "budget, batch_size alone).")] = 16384,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, bf16, fp16 (autocast), auto (bf16 where the device has it natively), "
+             "bf16-full or fp16-full (weights cast too: fastest, a little less exact).")] = None,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, fp32; needs "
+                                         "onnxruntime).")] = "torch",
+    shard: Annotated[Optional[str], typer.Option(
+        help="Score only shard I/N (0-based) and write it; join the shards with "
+             "'irdistill merge-runs'. Under torchrun each process takes its own shard.")] = None,
     max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: best).")]
     = None,
@@ -123,27 +132,52 @@ def rerank(
     """Re-rank the top of a run with a cross-encoder and write the new run.
 
     Finished queries are kept in OUTPUT.partial.jsonl while it works: run the same command
-    again after an interruption and it goes on from there.
+    again after an interruption and it goes on from there. Under torchrun
+    (torchrun --nproc_per_node N -m irdistill rerank ...) the processes share the work and
+    the first one writes the merged run, identical to a single process's.
     """
     from irdistill.data.collection import load_collection
-    from irdistill.data.trec import read_run, write_run
-    from irdistill.evaluation.rerank import rerank_run
+    from irdistill.data.trec import read_run
+    from irdistill.distributed import device_for_rank, main_process_first
+    from irdistill.evaluation.sharding import parse_shard, rerank_to_file
     from irdistill.models.cross_encoder import CrossEncoder
 
-    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
-                                      precision=precision)
-    candidates = read_run(run, depth=depth) if run is not None else None
-    coll = load_collection(collection, split)
-    if candidates is None:
-        from irdistill.retrieval.bm25 import bm25_run
+    if backend not in ("torch", "onnx"):
+        raise IrdistillError(f"unknown backend '{backend}'", hint="choose torch or onnx")
+    part = parse_shard(shard) if shard is not None else None
+    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length,
+                                      device=device_for_rank(device), precision=precision)
+    with main_process_first():  # caches (BM25, ONNX export) are built by one process
+        if backend == "onnx":
+            ce.use_onnx()
+        candidates = read_run(run, depth=depth) if run is not None else None
+        coll = load_collection(collection, split)
+        if candidates is None:
+            from irdistill.retrieval.bm25 import bm25_run
 
-        candidates = bm25_run(coll, depth)
-    partial = output.with_name(output.name + ".partial.jsonl")
-    out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size,
-                     checkpoint=partial)
-    write_run(output, out, tag="irdistill")
-    partial.unlink(missing_ok=True)
-    typer.echo(f"wrote re-ranked run of {len(out)} queries to {output}")
+            candidates = bm25_run(coll, depth)
+    out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
+                         max_tokens=max_tokens or None, shard=part)
+    what = f"shard {part[0]}/{part[1]} ({len(out)} queries)" if part else \
+        f"re-ranked run of {len(out)} queries"
+    typer.echo(f"wrote {what} to {output}")
+
+
+@command
+def merge_runs(
+    parts: Annotated[list[Path], typer.Argument(help="The shards' TREC runs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Merged TREC run to write.")],
+    run: Annotated[Optional[Path], typer.Option(help="The candidate run the shards re-ranked: "
+                                                "check that every query is there.")] = None,
+) -> None:
+    """Join the runs of 'irdistill rerank --shard I/N' into one run (each query from one shard)."""
+    from irdistill.data.trec import read_run, write_run
+    from irdistill.evaluation.sharding import merge_runs as merge
+
+    expected = read_run(run) if run is not None else None
+    merged = merge((read_run(p) for p in parts), expected=expected)
+    write_run(output, merged, tag="irdistill")
+    typer.echo(f"wrote {len(merged)} queries from {len(parts)} shards to {output}")
 
 
 @command

@@ -6,6 +6,12 @@ batches with dynamic padding, so little compute goes to padding. With a ``checkp
 each finished block is appended to it, and a restarted call skips the queries already
 there: an interrupted re-ranking loses at most one block. Block boundaries depend only on the
 run, so a resumed call computes exactly what an uninterrupted one would.
+
+Memory stays bounded on large runs: token ids are kept as compact arrays, and a document's are
+dropped after the last block that needs it. ``shard=(i, n)`` scores only every n-th block
+(starting with block i), for n processes or GPUs; merged with
+:func:`irdistill.evaluation.sharding.merge_runs`, the shards give exactly the single-process
+run, since every block is batched as it would be in one process.
 """
 from __future__ import annotations
 
@@ -37,6 +43,15 @@ def _blocks(qids: list[str], sizes: dict[str, int], block_pairs: int) -> list[li
     return blocks
 
 
+def _forget(d_tokens: dict, block: list[str], candidates: dict[str, list[str]],
+            last_use: dict[str, int], number: int) -> None:
+    """Drop the token ids of the block's documents that no later block needs."""
+    for q in block:
+        for d in candidates[q]:
+            if last_use[d] <= number:
+                d_tokens.pop(d, None)
+
+
 def _read_checkpoint(path: Path) -> Run:
     done: Run = {}
     if not path.exists():
@@ -55,12 +70,21 @@ def _read_checkpoint(path: Path) -> Run:
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
                batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
-               checkpoint: str | Path | None = None, block_pairs: int = 20_000) -> Run:
-    """Scores of ``model`` for each query's top-``depth`` documents of ``run``."""
+               checkpoint: str | Path | None = None, block_pairs: int = 8192,
+               shard: tuple[int, int] | None = None) -> Run:
+    """Scores of ``model`` for each query's top-``depth`` documents of ``run`` (with ``shard``,
+    of the queries of that shard only; see :func:`irdistill.evaluation.sharding.shard_blocks`).
+    """
+    from irdistill.evaluation.sharding import last_uses, shard_blocks
+
     candidates = {q: [d for d, _ in ranked(docs, depth)] for q, docs in run.items()}
     qids = sorted(candidates)
     if not qids:
         raise IrdistillError("the run to re-rank is empty")
+    blocks = _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs)
+    if shard is not None:
+        blocks = shard_blocks(blocks, shard)
+        qids = [q for block in blocks for q in block]
     queries = collection.query_texts(qids)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     done = _read_checkpoint(checkpoint) if checkpoint is not None else {}
@@ -70,16 +94,20 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     total = sum(len(candidates[q]) for q in qids)
     bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
                desc="re-ranking", unit="pair", disable=not show_progress)
-    d_tokens: dict[str, list[int]] = {}
-    for block in _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs):
+    d_tokens: dict = {}  # doc id -> token ids, until the last block that needs them
+    last_use = last_uses(blocks, candidates)
+    for number, block in enumerate(blocks):
         if all(q in done for q in block):
+            _forget(d_tokens, block, candidates, last_use, number)
             continue
-        q_tokens = dict(zip(block, model.encoder.encode_queries([queries[q] for q in block])))
+        q_tokens = dict(zip(block, model.encoder.encode_queries([queries[q] for q in block],
+                                                                compact=True)))
         new_docs = sorted({d for q in block for d in candidates[q]} - d_tokens.keys())
         for start in range(0, len(new_docs), 4096):
             chunk = new_docs[start:start + 4096]
             texts = collection.docs.get_many(chunk)
-            d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk])))
+            d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk],
+                                                                 compact=True)))
         keys = [(q, d) for q in block for d in candidates[q]]
         scores = model.score_ids([(q_tokens[q], d_tokens[d]) for q, d in keys],
                                  batch_size=batch_size, max_tokens=max_tokens)
@@ -94,5 +122,6 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
                 handle.flush()
                 os.fsync(handle.fileno())
         bar.update(len(keys))
+        _forget(d_tokens, block, candidates, last_use, number)
     bar.close()
     return {q: done[q] for q in qids}
