@@ -110,7 +110,9 @@ def rerank(
     model: Annotated[str, typer.Argument(help="Model folder, hub name, or 'minilm'.")],
     collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Re-ranked TREC run to write.")],
-    run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
+    run: Annotated[Optional[Path], typer.Option(
+        "--run", "--candidates", help="Candidate run (default: BM25 top-depth); under torchrun "
+                                      "write --candidates (torchrun takes --run for its own).")]
     = None,
     depth: Annotated[int, typer.Option(help="Documents per query to re-rank.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
@@ -125,6 +127,9 @@ def rerank(
     shard: Annotated[Optional[str], typer.Option(
         help="Score only shard I/N (0-based) and write it; join the shards with "
              "'irdistill merge-runs'. Under torchrun each process takes its own shard.")] = None,
+    block_pairs: Annotated[int, typer.Option(
+        help="Pairs per block of queries: sorted together, checkpointed together, the unit of "
+             "sharding.")] = 8192,
     max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: best).")]
     = None,
@@ -138,7 +143,8 @@ def rerank(
     """
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run
-    from irdistill.distributed import device_for_rank, main_process_first
+    from irdistill.distributed import (device_for_rank, is_distributed, is_main,
+                                       main_process_first, rank, world_size)
     from irdistill.evaluation.sharding import parse_shard, rerank_to_file
     from irdistill.models.cross_encoder import CrossEncoder
 
@@ -157,10 +163,14 @@ def rerank(
 
             candidates = bm25_run(coll, depth)
     out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
-                         max_tokens=max_tokens or None, shard=part)
-    what = f"shard {part[0]}/{part[1]} ({len(out)} queries)" if part else \
-        f"re-ranked run of {len(out)} queries"
-    typer.echo(f"wrote {what} to {output}")
+                         max_tokens=max_tokens or None, shard=part, block_pairs=block_pairs)
+    if part is not None:
+        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
+        return
+    if is_distributed():
+        typer.echo(f"process {rank()}/{world_size()} scored {len(out)} queries")
+    if is_main():
+        typer.echo(f"wrote re-ranked run of {len(candidates)} queries to {output}")
 
 
 @command
@@ -175,7 +185,9 @@ def merge_runs(
     from irdistill.evaluation.sharding import merge_runs as merge
 
     expected = read_run(run) if run is not None else None
-    merged = merge((read_run(p) for p in parts), expected=expected)
+    # a shard of a run with fewer blocks than shards is empty
+    merged = merge((read_run(p) if not p.is_file() or p.stat().st_size else {} for p in parts),
+                   expected=expected)
     write_run(output, merged, tag="irdistill")
     typer.echo(f"wrote {len(merged)} queries from {len(parts)} shards to {output}")
 

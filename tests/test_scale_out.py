@@ -85,7 +85,7 @@ def test_cli_shards_merge_into_the_full_run(tiny_bert, scifact_test, tmp_path):
     candidates = tmp_path / "bm25.trec"
     write_run(candidates, run)
     common = ["rerank", tiny_bert, "beir/scifact/test", "--run", str(candidates), "--depth", "6",
-              "--max-doc-length", "48"]
+              "--max-doc-length", "48", "--block-pairs", "60"]
     full = tmp_path / "full.trec"
     assert runner.invoke(app, common + ["-o", str(full)]).exit_code == 0
     parts = []
@@ -100,6 +100,7 @@ def test_cli_shards_merge_into_the_full_run(tiny_bert, scifact_test, tmp_path):
                                  str(candidates)])
     assert result.exit_code == 0, result.output
     assert merged.read_text() == full.read_text()
+    assert len(read_run(parts[0])) == len(read_run(parts[1])) == 20
     result = runner.invoke(app, ["merge-runs", parts[0], parts[0], "-o", str(merged)])
     assert result.exit_code == 2 and "in two shards" in result.output
     result = runner.invoke(app, common + ["-o", str(merged), "--shard", "2/2"])
@@ -122,14 +123,17 @@ def test_torchrun_rerank_writes_the_single_process_run(tiny_bert, scifact_test, 
     _, run = scifact_test
     candidates = tmp_path / "bm25.trec"
     write_run(candidates, run)
-    common = ["rerank", tiny_bert, "beir/scifact/test", "--run", str(candidates), "--depth", "6",
-              "--max-doc-length", "48", "--device", "cpu"]
+    # torchrun's own parser takes --run for its --run-path: the option's other name
+    common = ["rerank", tiny_bert, "beir/scifact/test", "--candidates", str(candidates),
+              "--depth", "6", "--max-doc-length", "48", "--device", "cpu", "--block-pairs", "60"]
     single = tmp_path / "single.trec"
     assert runner.invoke(app, common + ["-o", str(single)]).exit_code == 0
     both = tmp_path / "torchrun.trec"
     out = torchrun(common + ["-o", str(both)], tmp_path)
     assert both.read_text() == single.read_text()
-    assert out.stdout.count("wrote re-ranked run") == 2  # each process reports; one writes
+    counts = [int(line.split()[3]) for line in out.stdout.splitlines() if " scored " in line]
+    assert sorted(counts) == [20, 20]  # 4 blocks of 10 queries, 2 for each process
+    assert out.stdout.count("wrote re-ranked run of 40 queries") == 1
     assert not list(tmp_path.glob("torchrun.trec*partial*"))
 
 

@@ -12,11 +12,14 @@ for score. Two ways to use it:
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 
 from irdistill.data.trec import Run
 from irdistill.errors import IrdistillError
+
+log = logging.getLogger(__name__)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -39,6 +42,9 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
 def shard_blocks(blocks: list[list[str]], shard: tuple[int, int]) -> list[list[str]]:
     """The blocks of shard ``(i, n)``: every n-th block, starting with block i."""
     index, count = check_shard(shard)
+    if index >= len(blocks):
+        log.warning("shard %d of %d has nothing to score: the run makes only %d block(s) of "
+                    "queries", index, count, len(blocks))
     return blocks[index::count]
 
 
@@ -74,14 +80,14 @@ def merge_runs(parts: Iterable[Run], expected: Iterable[str] | None = None) -> R
 def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 100,
                    batch_size: int = 64, max_tokens: int | None = None,
                    shard: tuple[int, int] | None = None, show_progress: bool = True,
-                   tag: str = "irdistill") -> Run:
+                   tag: str = "irdistill", block_pairs: int = 8192) -> Run:
     """Re-rank ``candidates`` and write the TREC run ``output``; what the CLI does.
 
     Finished queries are kept in a partial file beside ``output`` while it works, so the same
     call resumes after an interruption. With ``shard``, only that shard is scored and written
     (merge the shards' runs with :func:`merge_runs`). Under ``torchrun`` without ``shard``, each
     process scores shard ``(rank, world size)`` into its own partial file, and the first process
-    merges them into ``output`` once all are done.
+    merges them into ``output`` once all are done. Returns the queries this process scored.
     """
     from pathlib import Path
 
@@ -100,15 +106,16 @@ def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 1
         return output.with_name(f"{output.name}{label}.partial.jsonl")
 
     mine = partial(shard[0] if shard is not None else None)
+    if shard is not None and shard[1] > 1:
+        log.info("scoring shard %d of %d", shard[0], shard[1])
     scored = rerank_run(model, collection, candidates, depth=depth, batch_size=batch_size,
                         max_tokens=max_tokens, show_progress=show_progress and is_main(),
-                        checkpoint=mine, shard=shard)
-    if not launched:
-        write_run(output, scored, tag=tag)
+                        checkpoint=mine, shard=shard, block_pairs=block_pairs)
+    if not launched:  # a shard's run keeps exact scores, for the merge
+        write_run(output, scored, tag=tag, digits=9 if shard is not None else 6)
         mine.unlink(missing_ok=True)
         return scored
     wait_for_everyone()  # every shard's partial file is complete
-    merged: Run = {}
     if is_main():
         files = [partial(i) for i in range(shard[1])]
         merged = merge_runs((_read_checkpoint(f) for f in files), expected=candidates)
@@ -116,4 +123,4 @@ def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 1
         for f in files:
             f.unlink(missing_ok=True)
     wait_for_everyone()
-    return merged if is_main() else scored
+    return scored
