@@ -121,28 +121,45 @@ def rerank(
     model: Annotated[str, typer.Argument(help="Model folder, hub name, or 'minilm'.")],
     collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Re-ranked TREC run to write.")],
-    run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
+    run: Annotated[Optional[Path], typer.Option(
+        "--run", "--candidates", help="Candidate run (default: BM25 top-depth); under torchrun "
+                                      "write --candidates (torchrun takes --run for its own).")]
     = None,
     depth: Annotated[int, typer.Option(help="Documents per query to re-rank.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 64,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Most pairs per batch.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="Most padded tokens per batch (0: no "
+                                            "budget, batch_size alone).")] = 16384,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, bf16, fp16 (autocast), auto (bf16 where the device has it natively), "
+             "bf16-full or fp16-full (weights cast too: fastest, a little less exact).")] = None,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, fp32; needs "
+                                         "onnxruntime).")] = "torch",
+    shard: Annotated[Optional[str], typer.Option(
+        help="Score only shard I/N (0-based) and write it; join the shards with "
+             "'irdistill merge-runs'. Under torchrun each process takes its own shard.")] = None,
+    block_pairs: Annotated[int, typer.Option(
+        help="Pairs per block of queries: sorted together, checkpointed together, the unit of "
+             "sharding.")] = 8192,
     max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: best).")]
     = None,
-    block_pairs: Annotated[int, typer.Option(help="Pairs per checkpointed block: an "
-                                             "interruption loses at most one block.")] = 20_000,
 ) -> None:
     """Re-rank the top of a run with a cross-encoder and write the new run.
 
     Finished queries are kept in OUTPUT.partial.jsonl while it works: run the same command
     again after an interruption and it goes on from there. OUTPUT's provenance (model, data,
-    settings, versions) is written beside it as <stem>.provenance.json.
+    settings, versions) is written beside it as <stem>.provenance.json. Under torchrun
+    (torchrun --nproc_per_node N -m irdistill rerank ...) the processes share the work and
+    the first one writes the merged run, identical to a single process's.
     """
     from irdistill.data.collection import load_collection
-    from irdistill.data.trec import read_run, write_run
-    from irdistill.evaluation.rerank import check_candidates, rerank_run, scoring_identity
-    from irdistill.io import check_output_file, sidecar
+    from irdistill.data.trec import read_run
+    from irdistill.distributed import (device_for_rank, is_distributed, is_main,
+                                       main_process_first, rank, world_size)
+    from irdistill.evaluation.rerank import check_candidates, scoring_identity
+    from irdistill.evaluation.sharding import parse_shard, rerank_to_file
+    from irdistill.io import check_output_file
     from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision, \
         resolve_model_path
     from irdistill.provenance import file_fingerprint, write_run_provenance
@@ -152,37 +169,67 @@ def rerank(
                         ("--block-pairs", block_pairs), ("--max-doc-length", max_doc_length)):
         if value is not None and value < 1:
             raise IrdistillError(f"{name} {value} must be at least 1")
+    if backend not in ("torch", "onnx"):
+        raise IrdistillError(f"unknown backend '{backend}'", hint="choose torch or onnx")
     check_precision(precision)
     check_device(device)
+    part = parse_shard(shard) if shard is not None else None
     resolve_model_path(model)  # a model folder's files, before any work
-    candidates = read_run(run, depth=depth) if run is not None else None
-    coll = load_collection(collection, split)
-    if candidates is None:
-        from irdistill.retrieval.bm25 import bm25_run
+    with main_process_first():  # caches (BM25, ONNX export) are built by one process
+        candidates = read_run(run, depth=depth) if run is not None else None
+        coll = load_collection(collection, split)
+        if candidates is None:
+            from irdistill.retrieval.bm25 import bm25_run
 
-        candidates = bm25_run(coll, depth)
-    check_candidates(coll, candidates, depth)  # before the model is loaded
-    ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length, device=device,
-                                      precision=precision)
-    partial = sidecar(output, ".partial.jsonl")
+            candidates = bm25_run(coll, depth)
+        check_candidates(coll, candidates, depth)  # before the model is loaded
+        ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length,
+                                          device=device_for_rank(device), precision=precision)
+        if backend == "onnx":
+            ce.use_onnx()
     identity = scoring_identity(model, ce, coll, candidates, depth)
-    out = rerank_run(ce, coll, candidates, depth=depth, batch_size=batch_size,
-                     checkpoint=partial, block_pairs=block_pairs, identity=identity)
-    write_run(output, out, tag="irdistill")
-    write_run_provenance(
-        output, kind="rerank",
-        config={"model": model, "collection": str(collection), "split": split, "depth": depth,
-                "batch_size": batch_size, "precision": ce.precision or "fp32",
-                "max_query_length": ce.max_query_length, "max_doc_length": ce.max_doc_length,
-                "block_pairs": block_pairs},
-        model={"name": model, "fingerprint": identity["model"], "base_model": ce.base_model,
-               "trained": (ce.card or {}).get("config_hash")},
-        data={"collection": coll.name, "queries": len(out),
-              "candidates": file_fingerprint(run) if run is not None else f"bm25 top-{depth}",
-              "candidates_digest": identity["candidates"]},
-        device=str(ce.device))
-    partial.unlink(missing_ok=True)
-    typer.echo(f"wrote re-ranked run of {len(out)} queries to {output}")
+    out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
+                         max_tokens=max_tokens or None, shard=part, block_pairs=block_pairs,
+                         identity=identity)
+    if part is not None:
+        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
+        return
+    if is_distributed():
+        typer.echo(f"process {rank()}/{world_size()} scored {len(out)} queries")
+    if is_main():
+        write_run_provenance(
+            output, kind="rerank",
+            config={"model": model, "collection": str(collection), "split": split,
+                    "depth": depth, "batch_size": batch_size, "max_tokens": max_tokens,
+                    "precision": ce.precision or "fp32", "backend": backend,
+                    "max_query_length": ce.max_query_length,
+                    "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs},
+            model={"name": model, "fingerprint": identity["model"],
+                   "base_model": ce.base_model, "trained": (ce.card or {}).get("config_hash")},
+            data={"collection": coll.name, "queries": len(candidates),
+                  "candidates": file_fingerprint(run) if run is not None
+                  else f"bm25 top-{depth}", "candidates_digest": identity["candidates"]},
+            device=str(ce.device))
+        typer.echo(f"wrote re-ranked run of {len(candidates)} queries to {output}")
+
+
+@command
+def merge_runs(
+    parts: Annotated[list[Path], typer.Argument(help="The shards' TREC runs.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Merged TREC run to write.")],
+    run: Annotated[Optional[Path], typer.Option(help="The candidate run the shards re-ranked: "
+                                                "check that every query is there.")] = None,
+) -> None:
+    """Join the runs of 'irdistill rerank --shard I/N' into one run (each query from one shard)."""
+    from irdistill.data.trec import read_run, write_run
+    from irdistill.evaluation.sharding import merge_runs as merge
+
+    expected = read_run(run) if run is not None else None
+    # a shard of a run with fewer blocks than shards is empty
+    merged = merge((read_run(p) if not p.is_file() or p.stat().st_size else {} for p in parts),
+                   expected=expected)
+    write_run(output, merged, tag="irdistill")
+    typer.echo(f"wrote {len(merged)} queries from {len(parts)} shards to {output}")
 
 
 @command

@@ -69,6 +69,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     num_workers: int = 0
     on_nan: str = "stop"  # stop | skip
+    group_by_length: bool = False  # batches of groups of similar length (less padding)
 
 
 @dataclass
@@ -320,10 +321,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(cls, merge(data, parse_overrides(overrides)))
 
 
+#: keys added after configs were first hashed, left out of the hash while they keep the value
+#: that means "as before", so folders named by older hashes stay valid
+HASH_NEUTRAL = {("train", "group_by_length"): False}
+
+
 def config_hash(config: Any) -> str:
     """Hash of the resolved config: same settings, same hash (key order does not matter)."""
-    blob = json.dumps(to_dict(config) if dataclasses.is_dataclass(config) else config,
-                      sort_keys=True, default=str)
+    tree = to_dict(config) if dataclasses.is_dataclass(config) else config
+    for (section, key), neutral in HASH_NEUTRAL.items():
+        part = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(part, dict) and key in part and part[key] == neutral:
+            tree = {**tree, section: {k: v for k, v in part.items() if k != key}}
+    blob = json.dumps(tree, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -57,12 +57,13 @@ def read_run(path: str | Path, depth: int | None = None) -> Run:
 
 
 def write_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "irdistill",
-              depth: int | None = None) -> None:
-    """Write a TREC run atomically, each query's documents best first."""
+              depth: int | None = None, digits: int = 6) -> None:
+    """Write a TREC run atomically, each query's documents best first; scores with ``digits``
+    significant digits (9 keep a float32 score exactly, e.g. for runs merged later)."""
     with atomic_write(path) as handle:
         for qid in sorted(run):
             for rank, (docid, score) in enumerate(ranked(run[qid], depth), start=1):
-                handle.write(f"{qid} Q0 {docid} {rank} {score:.6g} {tag}\n")
+                handle.write(f"{qid} Q0 {docid} {rank} {score:.{digits}g} {tag}\n")
 
 
 def read_qrels(path: str | Path) -> Qrels:

@@ -8,6 +8,12 @@ there: an interrupted re-ranking loses at most one block. Block boundaries depen
 run, so a resumed call computes exactly what an uninterrupted one would (bitwise, with the same
 batch size and threads). A record cut by a kill is dropped on resume; the file's first record
 names the model and candidates the scores belong to, checked on resume.
+
+Memory stays bounded on large runs: token ids are kept as compact arrays, and a document's are
+dropped after the last block that needs it. ``shard=(i, n)`` scores only every n-th block
+(starting with block i), for n processes or GPUs; merged with
+:func:`irdistill.evaluation.sharding.merge_runs`, the shards give exactly the single-process
+run, since every block is batched as it would be in one process.
 """
 from __future__ import annotations
 
@@ -37,6 +43,15 @@ def _blocks(qids: list[str], sizes: dict[str, int], block_pairs: int) -> list[li
     if current:
         blocks.append(current)
     return blocks
+
+
+def _forget(d_tokens: dict, block: list[str], candidates: dict[str, list[str]],
+            last_use: dict[str, int], number: int) -> None:
+    """Drop the token ids of the block's documents that no later block needs."""
+    for q in block:
+        for d in candidates[q]:
+            if last_use[d] <= number:
+                d_tokens.pop(d, None)
 
 
 HEADER = "__irdistill__"
@@ -81,18 +96,25 @@ def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, 
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
                batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
-               checkpoint: str | Path | None = None, block_pairs: int = 20_000,
-               identity: dict | None = None) -> Run:
+               checkpoint: str | Path | None = None, block_pairs: int = 8192,
+               identity: dict | None = None, shard: tuple[int, int] | None = None) -> Run:
     """Scores of ``model`` for each query's top-``depth`` documents of ``run``.
 
     With ``checkpoint``, finished blocks are appended to that file and a later call with the same
     file skips them. ``identity`` (what the scores depend on: see :func:`scoring_identity`) is
     written as its first record and checked on resume. A checkpoint this call created is
     removed again if the input turns out to be wrong (e.g. documents absent from the
-    collection), so bad input leaves nothing behind.
+    collection), so bad input leaves nothing behind. With ``shard``, only the queries of that
+    shard are scored (see :func:`irdistill.evaluation.sharding.shard_blocks`).
     """
+    from irdistill.evaluation.sharding import shard_blocks
+
     candidates = check_candidates(collection, run, depth)
     qids = sorted(candidates)
+    blocks = _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs)
+    if shard is not None:
+        blocks = shard_blocks(blocks, shard)
+        qids = [q for block in blocks for q in block]
     queries = collection.query_texts(qids)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     created = checkpoint is not None and not checkpoint.exists()
@@ -102,8 +124,8 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
         log.info("resuming: %d of %d queries already scored in %s", len(done), len(qids),
                  checkpoint)
     try:
-        _score_blocks(model, collection, candidates, qids, queries, done, batch_size, max_tokens,
-                      show_progress, checkpoint, block_pairs, identity)
+        _score_blocks(model, collection, candidates, blocks, queries, done, batch_size,
+                      max_tokens, show_progress, checkpoint, identity)
     except IrdistillError:
         if created and checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
@@ -111,25 +133,32 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     return {q: done[q] for q in qids}
 
 
-def _score_blocks(model, collection, candidates, qids, queries, done, batch_size, max_tokens,
-                  show_progress, checkpoint, block_pairs, identity) -> None:
+def _score_blocks(model, collection, candidates, blocks, queries, done, batch_size, max_tokens,
+                  show_progress, checkpoint, identity) -> None:
+    from irdistill.evaluation.sharding import last_uses
+
+    qids = [q for block in blocks for q in block]
     total = sum(len(candidates[q]) for q in qids)
     bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
                desc="re-ranking", unit="pair", disable=not show_progress)
     if checkpoint is not None and identity is not None and not checkpoint.exists():
         append_jsonl(checkpoint, {HEADER: identity})
-    d_tokens: dict[str, list[int]] = {}
+    d_tokens: dict = {}  # doc id -> token ids, until the last block that needs them
+    last_use = last_uses(blocks, candidates)
     empty_docs: set[str] = set()
-    for block in _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs):
+    for number, block in enumerate(blocks):
         if all(q in done for q in block):
+            _forget(d_tokens, block, candidates, last_use, number)
             continue
-        q_tokens = dict(zip(block, model.encoder.encode_queries([queries[q] for q in block])))
+        q_tokens = dict(zip(block, model.encoder.encode_queries([queries[q] for q in block],
+                                                                compact=True)))
         new_docs = sorted({d for q in block for d in candidates[q]} - d_tokens.keys())
         for start in range(0, len(new_docs), 4096):
             chunk = new_docs[start:start + 4096]
             texts = collection.docs.get_many(chunk)
             empty_docs.update(d for d in chunk if not texts[d].strip())
-            d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk])))
+            d_tokens.update(zip(chunk, model.encoder.encode_docs([texts[d] for d in chunk],
+                                                                 compact=True)))
         keys = [(q, d) for q in block for d in candidates[q]]
         scores = model.score_ids([(q_tokens[q], d_tokens[d]) for q, d in keys],
                                  batch_size=batch_size, max_tokens=max_tokens)
@@ -147,6 +176,7 @@ def _score_blocks(model, collection, candidates, qids, queries, done, batch_size
         if checkpoint is not None:
             append_jsonl(checkpoint, scored)
         bar.update(len(keys))
+        _forget(d_tokens, block, candidates, last_use, number)
     bar.close()
     if empty_docs:
         log.warning("%d candidate document(s) have empty text (e.g. '%s'); they were scored as "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,10 +84,12 @@ class BM25:
                 yield text
 
         tokenizer = _tokenizer(settings)
-        tokens = tokenizer.tokenize(texts(), length=len(collection.docs), return_as="tuple")
+        # texts are streamed from the store: bm25s keeps token ids, never the texts
+        tokens = tokenizer.tokenize(texts(), length=len(collection.docs), return_as="tuple",
+                                    show_progress=False)
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
         retriever.index(tokens, show_progress=False)
-        tmp = folder.with_name(folder.name + ".tmp")
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")  # one per process
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         retriever.save(tmp)
@@ -96,8 +99,14 @@ class BM25:
         (tmp / "settings.json").write_text(json.dumps({"collection": collection.docs_name,
                                                       **asdict(settings)}, indent=2))
         (tmp / "done").touch()
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        if (folder / "done").exists():  # another process built the same index meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                tmp.rename(folder)
+            except OSError:  # lost a race to another process: its index is the same
+                shutil.rmtree(tmp, ignore_errors=True)
         return cls(retriever, tokenizer, doc_ids, settings)
 
     def search(self, queries: dict[str, str], k: int = 100, show_progress: bool = True) -> Run:

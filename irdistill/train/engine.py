@@ -18,8 +18,14 @@ above, each starting from the previous stage's model); ``model`` is then a link 
 stage's model.
 
 Groups come from the data mode (:mod:`irdistill.data.sampling`): lists of groups are
-tokenised once before training; a streamed mode (``triples``) is read as training goes, its
-texts fetched and tokenised per batch.
+tokenised once before training (token ids kept as compact arrays; every epoch reuses them); a
+streamed mode (``triples``) is read as training goes, its texts fetched and tokenised per batch.
+With ``train.group_by_length``, batches hold groups of similar length
+(:mod:`irdistill.train.ordering`), in an order fixed by the seed, so resuming is exact.
+
+Under ``torchrun`` (DDP; gloo on CPUs), the first process prepares the data first (caches are
+built once), only it writes the config, provenance, log and model, and every process returns
+once the model is saved.
 """
 from __future__ import annotations
 
@@ -54,8 +60,12 @@ log = logging.getLogger(__name__)
 
 
 class GroupDataset(Dataset):
-    def __init__(self, groups: list[Group]):
+    """Groups by index; ``ordered``: their order is the training order (length-grouped), so
+    the Trainer reads them in sequence instead of shuffling."""
+
+    def __init__(self, groups: list[Group], ordered: bool = False):
         self.groups = groups
+        self.ordered = ordered
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -229,6 +239,14 @@ def _trainer_class():
                         "skipped_steps": self.skipped_steps}
             return super().log(logs, *args, **kwargs)
 
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if getattr(dataset, "ordered", False):
+                from torch.utils.data import SequentialSampler
+
+                return SequentialSampler(dataset)
+            return super()._get_train_sampler(train_dataset)
+
         def create_optimizer(self, model=None):
             """The Trainer's optimizer, with the head (every parameter outside the
             pre-trained encoder, whatever the family calls it) at ``head_lr``."""
@@ -397,16 +415,18 @@ def check_group_ids(collection: Collection, groups: Iterable[Group]) -> None:
 
 def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[Group]
                     ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Tokenise every query and document of the groups once."""
+    """Tokenise every query and document of the groups once (compact arrays of token ids)."""
     qids = sorted({g.query_id for g in groups})
     dids = sorted({d for g in groups for d in g.doc_ids})
     queries = collection.query_texts(qids)
-    query_tokens = dict(zip(qids, encoder.encode_queries([queries[q] for q in qids])))
+    query_tokens = dict(zip(qids, encoder.encode_queries([queries[q] for q in qids],
+                                                         compact=True)))
     doc_tokens: dict[str, list[int]] = {}
     for start in range(0, len(dids), 4096):
         chunk = dids[start:start + 4096]
         texts = collection.docs.get_many(chunk)
-        doc_tokens.update(zip(chunk, encoder.encode_docs([texts[d] for d in chunk])))
+        doc_tokens.update(zip(chunk, encoder.encode_docs([texts[d] for d in chunk],
+                                                         compact=True)))
     return query_tokens, doc_tokens
 
 
@@ -419,6 +439,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     """
     from transformers import TrainingArguments
 
+    from irdistill.distributed import is_main, main_process_first, wait_for_everyone, world_size
     from irdistill.provenance import file_fingerprint, model_fingerprint, write_provenance
     from irdistill.utils import seed_everything
 
@@ -439,8 +460,9 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     check_resume_config(output_dir, digest)
 
     # every input is read and checked before anything is written: bad input leaves no folder
-    collection = collection or load_collection(config.data.collection, config.data.split)
-    run = run if run is not None else candidate_run(config, collection)
+    with main_process_first():  # under torchrun: caches (BM25, ir_datasets) are built once
+        collection = collection or load_collection(config.data.collection, config.data.split)
+        run = run if run is not None else candidate_run(config, collection)
     groups = build_training_groups(config, collection, run)
     streamed = not isinstance(groups, list)
     if streamed and config.train.max_steps <= 0:
@@ -468,24 +490,34 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         dataset = GroupStream(groups)
         log.info("training on groups streamed from %s (%s loss)", groups, config.loss)
     else:
-        query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
-        dataset = GroupDataset(groups)
+        with main_process_first():  # the document store may be built on first access
+            query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+        if config.train.group_by_length:
+            from irdistill.train.ordering import group_length, length_grouped_order
+
+            lengths = [group_length(model.encoder, query_tokens, doc_tokens, g) for g in groups]
+            order = length_grouped_order(lengths, config.train.batch_size, config.train.seed,
+                                         world_size=world_size())
+            dataset = GroupDataset([groups[i] for i in order], ordered=True)
+        else:
+            dataset = GroupDataset(groups)
         log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
                  max(len(g.doc_ids) for g in groups), config.loss)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output_dir / "config.yaml") as handle:
-        handle.write(dump_yaml(config))
-    files = {k: file_fingerprint(v) for k, v in (("run", config.data.run),
-                                                  ("teacher_run", config.data.teacher_run),
-                                                  ("triples", config.data.triples))
-             if v and k == mode_source(config.data.mode)}
-    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
-                     data={"collection": collection.name, "mode": config.data.mode,
-                           "source": source, "groups": "streamed" if streamed else len(groups),
-                           "files": files},
-                     model={"name": m.name, "fingerprint": model_fingerprint(m.name)},
-                     seed=config.train.seed)
+    if is_main():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output_dir / "config.yaml") as handle:
+            handle.write(dump_yaml(config))
+        files = {k: file_fingerprint(v) for k, v in (("run", config.data.run),
+                                                      ("teacher_run", config.data.teacher_run),
+                                                      ("triples", config.data.triples))
+                 if v and k == mode_source(config.data.mode)}
+        write_provenance(output_dir, config=to_dict(config), config_hash=digest,
+                         data={"collection": collection.name, "mode": config.data.mode,
+                               "source": source, "groups": "streamed" if streamed else len(groups),
+                               "files": files},
+                         model={"name": m.name, "fingerprint": model_fingerprint(m.name)},
+                         seed=config.train.seed)
 
     t = config.train
     if t.precision == "fp16" and not cuda:
@@ -537,6 +569,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         model.save_pretrained(tmp, card=_card(config, digest, collection.name, groups,
                                               trainer.state.global_step, model_dir))
         tmp.rename(model_dir)
+    wait_for_everyone()  # every process returns once the model is there
     return model_dir
 
 

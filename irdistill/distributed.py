@@ -1,0 +1,66 @@
+"""Which process this is under ``torchrun``/``accelerate launch``, and simple coordination.
+
+Outside a launcher (no ``WORLD_SIZE`` above 1 in the environment) every helper is a no-op for
+a single process. Under one, the process group is set up by accelerate (gloo on CPUs, NCCL on
+GPUs), the same one the Hugging Face Trainer then uses.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    """True in the process that writes shared outputs (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def _state():
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the launched processes (nothing for a single process)."""
+    if is_distributed():
+        _state().wait_for_everyone()
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """The main process runs the block first (building caches: BM25 index, ir_datasets
+    files), then the others, which find the caches ready."""
+    if not is_distributed():
+        yield
+        return
+    with _state().main_process_first():
+        yield
+
+
+def device_for_rank(device: str | None = None) -> str | None:
+    """The device of this process: the given one, else GPU ``LOCAL_RANK`` under a launcher with
+    GPUs, else None (the default device)."""
+    if device is not None or not is_distributed():
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank() % torch.cuda.device_count()}"
+    return "cpu"

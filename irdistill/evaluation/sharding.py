@@ -1,0 +1,128 @@
+"""Re-ranking (and teacher scoring) split over processes or GPUs, merged into one run.
+
+A run is cut into blocks of queries (:func:`irdistill.evaluation.rerank.rerank_run`); shard
+``i`` of ``n`` scores blocks ``i, i + n, i + 2n, ...``. Each block is tokenised, sorted and
+batched exactly as in a single process, so the merged shards are the single-process run, score
+for score. Two ways to use it:
+
+* independent processes (a cluster's array job): ``irdistill rerank ... --shard 0/4 -o part0``
+  and so on, then ``irdistill merge-runs part0 part1 part2 part3 -o run.trec``;
+* one launch: ``torchrun --nproc_per_node 4 -m irdistill rerank ...``: every process scores its
+  shard (GPU ``LOCAL_RANK`` if there are GPUs), the first merges them and writes the run.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+from irdistill.data.trec import Run
+from irdistill.errors import IrdistillError
+
+log = logging.getLogger(__name__)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based shard i of n) -> ``(i, n)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match:
+        raise IrdistillError(f"shard '{text}' is not of the form I/N",
+                             hint="e.g. --shard 0/4 for the first of four shards")
+    return check_shard((int(match.group(1)), int(match.group(2))))
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise IrdistillError(f"shard {index}/{count} does not exist",
+                             hint=f"shards of {count} are numbered 0 to {max(count - 1, 0)}")
+    return index, count
+
+
+def shard_blocks(blocks: list[list[str]], shard: tuple[int, int]) -> list[list[str]]:
+    """The blocks of shard ``(i, n)``: every n-th block, starting with block i."""
+    index, count = check_shard(shard)
+    if index >= len(blocks):
+        log.warning("shard %d of %d has nothing to score: the run makes only %d block(s) of "
+                    "queries", index, count, len(blocks))
+    return blocks[index::count]
+
+
+def last_uses(blocks: list[list[str]], candidates: dict[str, list[str]]) -> dict[str, int]:
+    """For each document, the number of the last block whose queries have it as a candidate."""
+    last: dict[str, int] = {}
+    for number, block in enumerate(blocks):
+        for q in block:
+            for d in candidates[q]:
+                last[d] = number
+    return last
+
+
+def merge_runs(parts: Iterable[Run], expected: Iterable[str] | None = None) -> Run:
+    """One run from the runs of shards: each query must come from exactly one shard, and with
+    ``expected`` (query ids), every expected query from some shard."""
+    merged: Run = {}
+    for number, part in enumerate(parts):
+        for q, docs in part.items():
+            if q in merged:
+                raise IrdistillError(f"query '{q}' is in two shards (the second is part "
+                                     f"{number + 1})",
+                                     hint="merge the shards of one split, each once")
+            merged[q] = docs
+    if expected is not None:
+        missing = sorted(set(expected) - merged.keys())
+        if missing:
+            raise IrdistillError(f"{len(missing)} queries are in no shard, e.g. '{missing[0]}'",
+                                 hint="a shard is missing or unfinished: score it, then merge")
+    return dict(sorted(merged.items()))
+
+
+def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 100,
+                   batch_size: int = 64, max_tokens: int | None = None,
+                   shard: tuple[int, int] | None = None, show_progress: bool = True,
+                   tag: str = "irdistill", block_pairs: int = 8192,
+                   identity: dict | None = None) -> Run:
+    """Re-rank ``candidates`` and write the TREC run ``output``; what the CLI does.
+
+    Finished queries are kept in a partial file beside ``output`` while it works, so the same
+    call resumes after an interruption. With ``shard``, only that shard is scored and written
+    (merge the shards' runs with :func:`merge_runs`). Under ``torchrun`` without ``shard``, each
+    process scores shard ``(rank, world size)`` into its own partial file, and the first process
+    merges them into ``output`` once all are done. Returns the queries this process scored.
+    """
+    from pathlib import Path
+
+    from irdistill.data.trec import write_run
+    from irdistill.distributed import (is_distributed, is_main, rank, wait_for_everyone,
+                                       world_size)
+    from irdistill.evaluation.rerank import _read_checkpoint, rerank_run
+
+    output = Path(output)
+    launched = shard is None and is_distributed()
+    if launched:
+        shard = (rank(), world_size())
+
+    def partial(i: int | None) -> Path:
+        label = "" if i is None else f".shard-{i}-of-{shard[1]}"
+        return output.with_name(f"{output.name}{label}.partial.jsonl")
+
+    mine = partial(shard[0] if shard is not None else None)
+    if shard is not None and shard[1] > 1:
+        log.info("scoring shard %d of %d", shard[0], shard[1])
+    scored = rerank_run(model, collection, candidates, depth=depth, batch_size=batch_size,
+                        max_tokens=max_tokens, show_progress=show_progress and is_main(),
+                        checkpoint=mine, shard=shard, block_pairs=block_pairs,
+                        identity=identity)
+    if not launched:  # a shard's run keeps exact scores, for the merge
+        write_run(output, scored, tag=tag, digits=9 if shard is not None else 6)
+        mine.unlink(missing_ok=True)
+        return scored
+    wait_for_everyone()  # every shard's partial file is complete
+    if is_main():
+        files = [partial(i) for i in range(shard[1])]
+        merged = merge_runs((_read_checkpoint(f) for f in files), expected=candidates)
+        write_run(output, merged, tag=tag)
+        for f in files:
+            f.unlink(missing_ok=True)
+    wait_for_everyone()
+    return scored

@@ -1,0 +1,176 @@
+"""An optional ONNX Runtime backend for cross-encoder inference.
+
+:func:`export_onnx` writes the model as ONNX (inputs ``input_ids``, ``attention_mask`` and, if
+the family takes them, ``token_type_ids``; batch and sequence axes dynamic; output the one
+score per pair), then, for BERT-like graphs, lets ONNX Runtime's transformer optimizer fuse
+attention, GELU and layer norms. The file is cached under a key made of the weights' content
+and the export settings, so a model is exported once. :class:`OnnxRunner` scores collated
+batches with it. Needs ``pip install onnxruntime onnx`` (extra ``irdistill[onnx]``).
+
+On a CPU without native bf16, ONNX Runtime in fp32 is the fastest fp32 path; where bf16 is
+native, PyTorch with ``precision="bf16"`` is faster (see ``benchmarks/speed.py``).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from irdistill.errors import IrdistillError
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = 1  # part of the cache key: bump when the export changes
+OPSET = 17
+
+
+def _require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise IrdistillError("the ONNX backend needs onnxruntime",
+                             hint="pip install onnxruntime onnx (or irdistill[onnx])") from None
+    return onnxruntime
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Hash of the model's config and every parameter and buffer (its content, not its path)."""
+    digest = hashlib.sha256()
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        data = tensor.detach().cpu().contiguous()
+        digest.update(str(data.dtype).encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+class _Scores(torch.nn.Module):
+    """The model as a function of positional inputs, returning one score per pair."""
+
+    def __init__(self, model, names: list[str]):
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs))).logits[:, 0]
+
+
+def input_names(encoder) -> list[str]:
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if encoder.use_token_types
+                                              else [])
+
+
+def _probe_batch(encoder) -> dict[str, torch.Tensor]:
+    """A small batch with padding, to trace the general (masked) path."""
+    q = [encoder.template.prefix[0] if encoder.template.prefix else 1] * 3
+    return encoder.collate([(q, q * 3), (q, q)])
+
+
+def export_onnx(model: torch.nn.Module, encoder, folder: str | Path | None = None,
+                optimize: bool = True) -> Path:
+    """Export ``model`` (a sequence-classification model with one output) to ONNX, once.
+
+    The file is ``folder/<content hash>/model.onnx`` (default folder: ``<irdistill cache>/onnx``);
+    an existing file is reused. Attention is exported from the eager implementation, whose
+    graph ONNX Runtime's optimizer recognises and fuses.
+    """
+    _require_onnxruntime()
+    from irdistill.utils import cache_dir
+
+    names = input_names(encoder)
+    key = hashlib.sha256(json.dumps([weights_digest(model), names, OPSET, optimize,
+                                     EXPORT_VERSION]).encode()).hexdigest()[:16]
+    root = Path(folder) if folder is not None else cache_dir() / "onnx"
+    target = root / key / "model.onnx"
+    if target.exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        clone = copy.deepcopy(model).float().cpu().eval()
+        if hasattr(clone, "set_attn_implementation"):
+            try:
+                clone.set_attn_implementation("eager")
+            except (ValueError, ImportError):  # a family without it keeps its own
+                pass
+        probe = _probe_batch(encoder)
+        raw = work / "raw.onnx"
+        log.info("exporting the model to ONNX (%s)", target)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Scores(clone, names), tuple(probe[n] for n in names), str(raw),
+                              input_names=names, output_names=["scores"],
+                              dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names},
+                                            "scores": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+        final = raw
+        if optimize:
+            final = _optimize(raw, clone.config, work / "optimized.onnx") or raw
+        os.replace(final, work / "model.onnx")
+        for leftover in work.glob("*.onnx"):
+            if leftover.name != "model.onnx":
+                leftover.unlink()
+        try:
+            os.rename(work, target.parent)  # atomic: the folder appears complete or not at all
+        except OSError:
+            if not target.exists():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _optimize(path: Path, config, out: Path) -> Path | None:
+    """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer (BERT-like
+    graphs); None when the optimizer cannot handle the graph (then the plain export is used)."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError:
+        return None
+    model_type = {"bert": "bert", "roberta": "bert", "electra": "bert",
+                  "xlm-roberta": "bert"}.get(getattr(config, "model_type", ""))
+    if model_type is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimized = optimize_model(str(path), model_type=model_type,
+                                       num_heads=config.num_attention_heads,
+                                       hidden_size=config.hidden_size)
+            optimized.save_model_to_file(str(out))
+    except Exception as exc:  # noqa: BLE001 - the plain export still works
+        log.warning("ONNX Runtime's optimizer failed (%s); using the plain export", exc)
+        return None
+    return out
+
+
+class OnnxRunner:
+    """Scores collated batches with an ONNX Runtime session (CPU, or CUDA if available)."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu",
+                 threads: int | None = None):
+        ort = _require_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and \
+                "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        feed = {name: batch[name].numpy() for name in self.names}
+        return self.session.run(None, feed)[0].astype(np.float32, copy=False).reshape(-1)

@@ -1,0 +1,143 @@
+"""Fast inference (issue 5): batches, token budget, precisions, ONNX Runtime backend.
+
+No timings here: speed is measured by benchmarks/speed.py. These tests check what the fast
+paths must not change: the inputs the model sees and the scores it gives.
+"""
+import numpy as np
+import pytest
+import torch
+
+from irdistill import CrossEncoder
+from irdistill.errors import IrdistillError
+from irdistill.models.cross_encoder import (DEFAULT_MAX_TOKENS, cpu_has_native_bf16,
+                                            plan_batches, resolve_precision)
+
+from tiny_models import FAMILIES, QUESTIONS, TOPICS, build_tiny_model
+
+
+def reference_collate(encoder, pairs):
+    """The straightforward Python assembly the vectorised collate replaced."""
+    t = encoder.template
+    rows, type_rows = [], []
+    for q, d in pairs:
+        q, d = [int(x) for x in q], [int(x) for x in d]
+        rows.append([*t.prefix, *q, *t.middle, *d, *t.suffix])
+        type_rows.append([*t.type_prefix, *([t.type_a] * len(q)), *t.type_middle,
+                          *([t.type_b] * len(d)), *t.type_suffix])
+    width = encoder.padded_width(max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), encoder.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, tr) in enumerate(zip(rows, type_rows)):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+        types[i, :len(tr)] = torch.tensor(tr)
+    return ids, mask, types
+
+
+def pairs_of_texts():
+    topics = list(TOPICS)
+    return [(QUESTIONS[t], " ".join(TOPICS[t][: 1 + i % 3])) for i, t in enumerate(topics)] + [
+        ("bees", "honey"), (" ".join(QUESTIONS.values()), TOPICS["stars"][0])]
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed-families")
+    return {f: build_tiny_model(f, root / f) for f in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("compact", [False, True])
+def test_collate_matches_the_reference_assembly(families, family, compact):
+    ce = CrossEncoder.from_pretrained(families[family], max_query_length=12, max_doc_length=20,
+                                      device="cpu")
+    texts = pairs_of_texts()
+    q = ce.encoder.encode_queries([a for a, _ in texts], compact=compact)
+    d = ce.encoder.encode_docs([b for _, b in texts], compact=compact)
+    if compact:
+        assert all(isinstance(x, np.ndarray) and x.dtype == ce.encoder.token_dtype for x in q + d)
+        assert [x.tolist() for x in q] == ce.encoder.encode_queries([a for a, _ in texts])
+    batch = ce.encoder.collate(list(zip(q, d)))
+    ids, mask, types = reference_collate(ce.encoder, list(zip(q, d)))
+    assert torch.equal(batch["input_ids"], ids)
+    assert torch.equal(batch["attention_mask"], mask)
+    assert batch["input_ids"].shape[1] % 8 == 0
+    if ce.encoder.use_token_types:
+        assert torch.equal(batch["token_type_ids"], types)
+    else:
+        assert "token_type_ids" not in batch
+
+
+def test_plan_batches_keeps_the_cap_and_the_token_budget():
+    lengths = [300, 290, 120, 100, 100, 40, 33, 9, 9, 9]
+    width = lambda n: (n + 7) // 8 * 8  # noqa: E731
+    spans = plan_batches(lengths, batch_size=4, max_tokens=640, width=width)
+    assert spans[0] == (0, 2) and spans[-1][1] == len(lengths)
+    assert all(a < b for a, b in spans) and all(x[1] == y[0] for x, y in zip(spans, spans[1:]))
+    for a, b in spans:
+        assert b - a <= 4 and (b - a == 1 or width(lengths[a]) * (b - a) <= 640)
+    assert plan_batches(lengths, 4, None) == [(0, 4), (4, 8), (8, 10)]
+    assert plan_batches([5000, 10], 64, 640) == [(0, 1), (1, 2)]  # too long: a batch alone
+    with pytest.raises(IrdistillError, match="batch_size"):
+        plan_batches(lengths, 0, None)
+    assert DEFAULT_MAX_TOKENS >= 64 * 256  # the default budget never cuts 64 pairs of 256
+
+
+def test_scores_do_not_depend_on_order_batching_or_budget(tiny_bert):
+    ce = CrossEncoder.from_pretrained(tiny_bert, max_doc_length=24, device="cpu")
+    texts = pairs_of_texts() * 3
+    q = ce.encoder.encode_queries([a for a, _ in texts], compact=True)
+    d = ce.encoder.encode_docs([b for _, b in texts], compact=True)
+    pairs = list(zip(q, d))
+    reference = ce.score_ids(pairs, batch_size=1, max_tokens=None)
+    perm = np.random.default_rng(0).permutation(len(pairs))
+    shuffled = ce.score_ids([pairs[i] for i in perm], batch_size=7, max_tokens=64)
+    assert np.allclose(np.array(shuffled), np.array(reference)[perm], atol=1e-5)
+    assert ce.score_ids(pairs, batch_size=64) == pytest.approx(reference, abs=1e-5)
+    assert ce.score_ids([]) == []
+
+
+def test_precisions(tiny_bert):
+    assert resolve_precision("cpu", None) is None and resolve_precision("cpu", "fp32") is None
+    assert resolve_precision("cpu", "auto") == ("bf16" if cpu_has_native_bf16() else None)
+    with pytest.raises(IrdistillError, match="unknown precision 'bf32'"):
+        resolve_precision("cpu", "bf32")
+    texts = pairs_of_texts()
+    fp32 = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
+    full = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16-full")
+    assert next(full.model.parameters()).dtype == torch.bfloat16
+    auto = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16")
+    reference = np.array(fp32.score(texts))
+    spread = reference.max() - reference.min()
+    for other in (full, auto):  # bf16 keeps about 3 significant digits
+        assert np.abs(np.array(other.score(texts)) - reference).max() < 0.05 * spread + 1e-3
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "modernbert"])
+def test_onnx_runtime_scores_match_pytorch(families, family, tmp_path):
+    pytest.importorskip("onnxruntime")
+    ce = CrossEncoder.from_pretrained(families[family], max_doc_length=40, device="cpu")
+    texts = pairs_of_texts() * 2
+    expected = ce.score(texts, batch_size=5)
+    path = ce.use_onnx(tmp_path / "onnx")
+    assert path.exists() and path.parent.parent == tmp_path / "onnx"
+    assert ce.score(texts, batch_size=3) == pytest.approx(expected, abs=1e-4)
+    stamp = path.stat().st_mtime_ns
+    again = CrossEncoder.from_pretrained(families[family], max_doc_length=40, device="cpu")
+    assert again.use_onnx(tmp_path / "onnx") == path and path.stat().st_mtime_ns == stamp
+    with pytest.raises(IrdistillError, match="ONNX backend runs in fp32"):
+        CrossEncoder.from_pretrained(families[family], device="cpu",
+                                     precision="bf16").use_onnx(tmp_path / "onnx")
+
+
+def test_onnx_runtime_matches_pytorch_with_minilm(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)  # the new head of the bundled sentence-embedding model
+    ce = CrossEncoder.from_pretrained("minilm", max_doc_length=128, device="cpu")
+    texts = pairs_of_texts()
+    expected = np.array(ce.score(texts))
+    ce.use_onnx(tmp_path / "onnx")
+    got = np.array(ce.score(texts, batch_size=4))
+    assert np.abs(got - expected).max() < 1e-4
+    assert list(np.argsort(-got)) == list(np.argsort(-expected))
