@@ -80,7 +80,7 @@ def log_losses(folder):
 def test_training_killed_mid_way_resumes_to_the_same_weights(tmp_path, toy, tiny_bert):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     ref = start(train_args(toy, tiny_bert, reference))
-    victim = start(train_args(toy, tiny_bert, resumed), delay=0.15)
+    victim = start(train_args(toy, tiny_bert, resumed), delay=0.25)
     kill_when(victim, lambda: latest_checkpoint(resumed / "checkpoints", clean=False) is not None)
 
     # it really was interrupted: a checkpoint before the end, no model
