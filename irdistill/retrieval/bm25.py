@@ -65,6 +65,9 @@ class BM25:
         """Load the cached index of ``collection`` or build it in one streaming pass and cache it."""
         import bm25s
 
+        # bm25s sets its own logger to DEBUG on import; keep it at the project's level
+        logging.getLogger("bm25s").setLevel(max(logging.getLogger().level, logging.WARNING))
+
         folder = (cache or cache_dir() / "bm25") / settings.key(collection.docs_name)
         if (folder / "done").exists():
             log.info("loading BM25 index from %s", folder)
