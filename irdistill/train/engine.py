@@ -50,7 +50,7 @@ from irdistill.data.sampling import Group, build_groups, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write, check_output_folder
-from irdistill.losses import check_loss_params, get_loss
+from irdistill.losses import get_loss
 from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
@@ -430,6 +430,47 @@ def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[G
     return query_tokens, doc_tokens
 
 
+def training_arguments(t, output_dir: Path, show_progress: bool = True):
+    """The Hugging Face ``TrainingArguments`` of a :class:`irdistill.config.TrainConfig`.
+
+    Groups already cover every epoch, so the Trainer makes one pass over them; checkpoints go
+    to ``output_dir/checkpoints`` (the newest is kept and resumed). Shared by cross-encoder and
+    SPLADE training.
+    """
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    compile_backend = getattr(t, "torch_compile_backend", None)
+    return TrainingArguments(
+        output_dir=str(Path(output_dir) / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        weight_decay=t.weight_decay,
+        num_train_epochs=1,  # the groups already cover every epoch
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16" and cuda,
+        activation_checkpointing=t.gradient_checkpointing,
+        torch_compile=getattr(t, "torch_compile", False),
+        **({"torch_compile_backend": compile_backend} if compile_backend else {}),
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        dataloader_num_workers=t.num_workers,
+        remove_unused_columns=False,
+        use_cpu=not cuda,
+        disable_tqdm=not show_progress,
+    )
+
+
 def train(config: Config, output_dir: str | Path, *, collection: Collection | None = None,
           run: Run | None = None, show_progress: bool = True) -> Path:
     """Train a cross-encoder as ``config`` says; return the folder of the saved model.
@@ -437,8 +478,6 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     If ``output_dir/model`` exists the run is finished and nothing is done; if checkpoints
     exist, training resumes from the newest.
     """
-    from transformers import TrainingArguments
-
     from irdistill.distributed import is_main, main_process_first, wait_for_everyone, world_size
     from irdistill.provenance import file_fingerprint, model_fingerprint, write_provenance
     from irdistill.utils import seed_everything
@@ -522,34 +561,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     t = config.train
     if t.precision == "fp16" and not cuda:
         log.warning("fp16 mixed precision needs a GPU; training in fp32 (bf16 works on a CPU)")
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr,
-        weight_decay=t.weight_decay,
-        num_train_epochs=1,  # the groups already cover every epoch
-        max_steps=t.max_steps,
-        lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,
-        max_grad_norm=t.max_grad_norm,
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16" and cuda,
-        activation_checkpointing=t.gradient_checkpointing,
-        torch_compile=t.torch_compile,
-        **({"torch_compile_backend": t.torch_compile_backend} if t.torch_compile_backend else {}),
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=1,
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=[],
-        dataloader_num_workers=t.num_workers,
-        remove_unused_columns=False,
-        use_cpu=not cuda,
-        disable_tqdm=not show_progress,
-    )
+    args = training_arguments(t, output_dir, show_progress)
     trainer = _trainer_class()(
         model=model.model, args=args, train_dataset=dataset,
         data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),

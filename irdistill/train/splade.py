@@ -230,10 +230,10 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes
     from its newest checkpoint. A folder that holds a run with other settings is refused.
     """
-    from transformers import TrainingArguments
 
     from irdistill.provenance import write_provenance
     from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
+                                        training_arguments,
                                         candidate_run)
     from irdistill.utils import seed_everything
 
@@ -282,33 +282,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
              " + in-batch negatives" if config.in_batch_negatives else "", config.regularizer)
 
     t = config.train
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr,
-        weight_decay=t.weight_decay,
-        num_train_epochs=1,  # the groups already cover every epoch
-        max_steps=t.max_steps,
-        lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,
-        max_grad_norm=t.max_grad_norm,
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16" and cuda,
-        activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=1,
-        seed=t.seed,
-        data_seed=t.seed,
-        report_to=[],
-        dataloader_num_workers=t.num_workers,
-        remove_unused_columns=False,
-        use_cpu=not cuda,
-        disable_tqdm=not show_progress,
-    )
+    args = training_arguments(t, output_dir, show_progress)
     trainer = _trainer_class()(
         model=model.encoders, args=args, train_dataset=GroupDataset(groups),
         data_collator=SpladeCollator(model, query_tokens, doc_tokens, collection.qrels,
