@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
-from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.cross_encoder import DEFAULT_MAX_TOKENS, CrossEncoder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def _read_checkpoint(path: Path) -> Run:
 
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
-               batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
+               batch_size: int = 64, max_tokens: int | None = DEFAULT_MAX_TOKENS,
+               show_progress: bool = True,
                checkpoint: str | Path | None = None, block_pairs: int = 8192,
                shard: tuple[int, int] | None = None) -> Run:
     """Scores of ``model`` for each query's top-``depth`` documents of ``run`` (with ``shard``,
