@@ -27,7 +27,7 @@ from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
 from irdistill.io import append_jsonl, read_jsonl_checkpoint
-from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.cross_encoder import DEFAULT_MAX_TOKENS, CrossEncoder
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, 
 
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
-               batch_size: int = 64, max_tokens: int | None = None, show_progress: bool = True,
+               batch_size: int = 64, max_tokens: int | None = DEFAULT_MAX_TOKENS,
+               show_progress: bool = True,
                checkpoint: str | Path | None = None, block_pairs: int = 8192,
                identity: dict | None = None, shard: tuple[int, int] | None = None) -> Run:
     """Scores of ``model`` for each query's top-``depth`` documents of ``run``.
