@@ -9,7 +9,7 @@ Qrels line: ``qid iteration docid relevance`` (4 columns)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from irdistill.errors import IrdistillError
@@ -25,9 +25,10 @@ def ranked(doc_scores: Mapping[str, float], depth: int | None = None) -> list[tu
     return items if depth is None else items[:depth]
 
 
-def read_run(path: str | Path, depth: int | None = None) -> Run:
-    """Read a TREC run, checking every line. ``depth`` keeps each query's top documents."""
-    run: Run = {}
+def iter_run_lines(path: str | Path) -> Iterator[tuple[int, str, str, str, float]]:
+    """(line number, qid, docid, rank text, score) of each line of a TREC run, streaming and
+    checked: 6 columns, a finite numeric score, no document twice for a query."""
+    seen: dict[str, set[str]] = {}
     for number, line in iter_lines(path, "run file"):
         if not line.strip():
             continue
@@ -36,7 +37,7 @@ def read_run(path: str | Path, depth: int | None = None) -> Run:
             raise IrdistillError(
                 f"expected 6 columns 'qid Q0 docid rank score tag', found {len(parts)}",
                 path=path, line=number, hint="a TREC run has one ranked document per line")
-        qid, _, docid, _, score_text, _ = parts
+        qid, _, docid, rank_text, score_text, _ = parts
         try:
             score = float(score_text)
         except ValueError:
@@ -44,11 +45,19 @@ def read_run(path: str | Path, depth: int | None = None) -> Run:
                                  hint="the fifth column must be a number") from None
         if not math.isfinite(score):
             raise IrdistillError(f"score '{score_text}' is not finite", path=path, line=number)
-        docs = run.setdefault(qid, {})
+        docs = seen.setdefault(qid, set())
         if docid in docs:
             raise IrdistillError(f"document '{docid}' appears twice for query '{qid}'",
                                  path=path, line=number, hint="remove the duplicate line")
-        docs[docid] = score
+        docs.add(docid)
+        yield number, qid, docid, rank_text, score
+
+
+def read_run(path: str | Path, depth: int | None = None) -> Run:
+    """Read a TREC run, checking every line. ``depth`` keeps each query's top documents."""
+    run: Run = {}
+    for _, qid, docid, _, score in iter_run_lines(path):
+        run.setdefault(qid, {})[docid] = score
     if not run:
         raise IrdistillError("run file has no ranked documents", path=path)
     if depth is not None:

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from irdistill.data.collection import Collection
-from irdistill.data.trec import Run, ranked, write_run
+from irdistill.data.trec import Run, iter_run_lines, ranked, write_run
 from irdistill.errors import IrdistillError
-from irdistill.io import iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -90,32 +89,14 @@ def read_ranked_run(path: str | Path, order_by: str = "score"
         raise IrdistillError(f"unknown order '{order_by}'", hint="choose score or rank")
     rows: dict[str, dict[str, tuple[int, float, int]]] = {}
     report = ImportReport("run")
-    for number, line in iter_lines(path, "run file"):
-        if not line.strip():
-            continue
+    for number, qid, docid, rank_text, score in iter_run_lines(path):
         report.lines += 1
-        parts = line.split()
-        if len(parts) != 6:
-            raise IrdistillError(f"expected 6 columns 'qid Q0 docid rank score tag', found "
-                                 f"{len(parts)}", path=path, line=number,
-                                 hint="a TREC run has one ranked document per line")
-        qid, _, docid, rank_text, score_text, _ = parts
         try:
             rank = int(rank_text)
         except ValueError:
             raise IrdistillError(f"rank '{rank_text}' is not an integer", path=path,
                                  line=number, hint="the fourth column is the rank") from None
-        try:
-            score = float(score_text)
-        except ValueError:
-            raise IrdistillError(f"score '{score_text}' is not a number", path=path, line=number,
-                                 hint="the fifth column must be a number") from None
-        if not math.isfinite(score):
-            raise IrdistillError(f"score '{score_text}' is not finite", path=path, line=number)
         docs = rows.setdefault(qid, {})
-        if docid in docs:
-            raise IrdistillError(f"document '{docid}' appears twice for query '{qid}'", path=path,
-                                 line=number, hint="remove the duplicate line")
         docs[docid] = (rank, score, number)
     if not rows:
         raise IrdistillError("run file has no ranked documents", path=path)
