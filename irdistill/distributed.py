@@ -32,9 +32,12 @@ def is_main() -> bool:
 
 
 def _state():
+    """accelerate's process state; on CPUs it must be asked for (``cpu=True``), or it takes
+    torchrun's processes for independent ones and its barriers do nothing."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def wait_for_everyone() -> None:
