@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--onnx", choices=["auto", "yes", "no"], default="auto",
                         help="also irdistill with ONNX Runtime (fp32)")
     parser.add_argument("--train-precisions", default="fp32,bf16")
-    parser.add_argument("--st-losses", default="mnrl",
+    parser.add_argument("--st-losses", default="mnrl,listnet",
                         help="sentence-transformers' InfoNCE: mnrl (MultipleNegativesRanking"
                              "Loss, hard negatives only) and/or listnet (ListNetLoss, one-hot "
                              "labels)")
@@ -449,11 +449,9 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_ir_datasets()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     info = machine()
-    print(f"# irdistill speed benchmark, {info['date']}")
-    print(f"machine: {info['cpu']} ({info['cores']} cores; {info['flags'] or 'no AVX-512'}), "
-          f"torch {info['torch']} ({info['threads']} threads), transformers "
-          f"{info['transformers']}, sentence-transformers {info['sentence_transformers']}, "
-          f"Python {info['python']}; load average {info['load_average'][0]:.2f}")
+    info["command"] = "python benchmarks/speed.py " + " ".join(argv if argv is not None
+                                                               else sys.argv[1:])
+    print(header(info))
     if info["load_average"][0] > 0.5 * (info["cores"] or 1):
         print("WARNING: the machine is busy; timings taken now are not trustworthy")
     results: dict = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
@@ -523,6 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
                     else:
                         print(f"training {name} {precision}: {r['pairs'] / r['seconds']:.1f} "
                               f"pairs/s end to end")
+        info["load_average_end"] = os.getloadavg()
         report = render(results, data, args)
     print()
     print(report)
@@ -536,10 +535,25 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def header(info: dict) -> str:
+    return (f"# irdistill speed benchmark, {info['date']}\n"
+            f"machine: {info['cpu']} ({info['cores']} cores; {info['flags'] or 'no AVX-512'}), "
+            f"torch {info['torch']} ({info['threads']} threads), transformers "
+            f"{info['transformers']}, sentence-transformers {info['sentence_transformers']}, "
+            f"Python {info['python']}; load average {info['load_average'][0]:.2f}\n"
+            f"command: {info['command'].strip()}")
+
+
 def render(results: dict, data: dict, args) -> str:
     import numpy as np
 
-    out = []
+    info = results["machine"]
+    out = [header(info)]
+    loads = [info["load_average"][0], info.get("load_average_end", (0,))[0]]
+    if max(loads) > 0.5 * (info["cores"] or 1):
+        out.append(f"WARNING: the machine was busy (load average {loads[0]:.2f} at the start, "
+                   f"{loads[1]:.2f} at the end): these timings are not trustworthy")
+    out.append("")
     peak = results["peak"]
     inf = [r for r in results["inference"] if "error" not in r]
     if inf:
@@ -580,9 +594,14 @@ def render(results: dict, data: dict, args) -> str:
                           f"{' ONNX' if mine['backend'] == 'onnx' else ''}) vs fastest "
                           f"sentence-transformers ({theirs['precision']}): "
                           f"{(theirs['seconds'] / theirs['pairs']) / (mine['seconds'] / mine['pairs']):.2f}x")
-        out.append("irdistill / sentence-transformers, pairs per second at the same precision: "
+        default = next((r for r in inf if r["side"] == "sentence-transformers"
+                        and r["precision"] == "fp32"), None)
+        if mine and default:  # sentence-transformers runs fp32 unless told otherwise
+            ratios.append("fastest irdistill vs sentence-transformers as it comes (fp32): "
+                          f"{(default['seconds'] / default['pairs']) / (mine['seconds'] / mine['pairs']):.2f}x")
+        out.append("irdistill / sentence-transformers, pairs per second: "
                    + "; ".join(ratios) + " (goal: 2x)")
-        out.append(f"dense matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s"
+        out.append("dense matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s"
                                                      for k, v in peak.items() if v)
                    + "; GFLOP/s counts model FLOPs of the real tokens (padding not counted) "
                      "over the whole scoring call, tokenisation included (goal: 70% of peak)")
