@@ -31,19 +31,22 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _state():
-    """accelerate's process state; on CPUs it must be asked for (``cpu=True``), or it takes
-    torchrun's processes for independent ones and its barriers do nothing."""
+def _process_group():
+    """The default process group, set up from the launcher's environment if nobody has yet
+    (gloo on CPUs, NCCL on GPUs). accelerate's ``PartialState`` is not used for this: on a
+    CPU-only machine it reports a single process under torchrun, and its barrier does nothing."""
     import torch
-    from accelerate import PartialState
+    import torch.distributed as dist
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist
 
 
 def wait_for_everyone() -> None:
     """A barrier across the launched processes (nothing for a single process)."""
     if is_distributed():
-        _state().wait_for_everyone()
+        _process_group().barrier()
 
 
 @contextlib.contextmanager
@@ -53,8 +56,11 @@ def main_process_first():
     if not is_distributed():
         yield
         return
-    with _state().main_process_first():
-        yield
+    if not is_main():
+        wait_for_everyone()
+    yield
+    if is_main():
+        wait_for_everyone()
 
 
 def device_for_rank(device: str | None = None) -> str | None:
