@@ -588,15 +588,39 @@ def splade_search(
     """Search a SPLADE index with a collection's queries (exact top-k) and write a TREC run."""
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import write_run
+    from irdistill.io import check_output_file
     from irdistill.models.splade import Splade
+    from irdistill.provenance import model_fingerprint, write_run_provenance
     from irdistill.retrieval.sparse_index import SparseIndex
     from irdistill.retrieval.sparse_index import splade_search as search
 
+    check_output_file(output, "output run")
+    for name, value in (("--k", k), ("--batch-size", batch_size)):
+        if value < 1:
+            raise IrdistillError(f"{name} {value} must be at least 1")
     sparse_index = SparseIndex.load(index)
     coll = load_collection(collection, split)
+    meta = sparse_index.meta
+    if meta.get("collection") and meta["collection"] != coll.docs_name:
+        raise IrdistillError(f"the index holds the documents of '{meta['collection']}', not those "
+                             f"of '{coll.docs_name}'", path=index,
+                             hint="search the index of this collection's corpus")
+    fingerprint = model_fingerprint(model)
+    if meta.get("model_fingerprint") and meta["model_fingerprint"] != fingerprint:
+        raise IrdistillError(f"the index was built with another model ({meta.get('model')})",
+                             path=index, hint="search with the model that built the index")
     splade = Splade.from_pretrained(model, precision=precision)
     run, timing = search(splade, sparse_index, coll.queries, k=k, batch_size=batch_size)
     write_run(output, run, tag="splade")
+    write_run_provenance(
+        output, kind="splade-search",
+        config={"model": model, "index": str(index), "collection": str(collection),
+                "split": split, "k": k, "batch_size": batch_size,
+                "precision": precision or "fp32"},
+        model={"name": model, "fingerprint": fingerprint},
+        index={key: meta.get(key) for key in ("collection", "model", "max_doc_length",
+                                              "precision")},
+        data={"collection": coll.name, "queries": len(run)}, timing=timing.to_json())
     typer.echo(f"wrote {sum(len(d) for d in run.values())} results for {len(run)} queries to "
                f"{output} ({timing.search_qps:.0f} queries/s searching, "
                f"{timing.total_qps:.1f} queries/s with query encoding)")

@@ -153,3 +153,40 @@ def append_jsonl(path: str | Path, record: Any) -> None:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+CHECKPOINT_HEADER = "__irdistill__"
+
+
+def start_checkpoint(path: str | Path, identity: dict | None) -> None:
+    """Begin a new checkpoint with a record of what its work depends on (``identity``), so a
+    resumed call can tell whether the records are its own (see :func:`read_checkpoint`)."""
+    if identity is not None and not Path(path).exists():
+        append_jsonl(path, {CHECKPOINT_HEADER: identity})
+
+
+def read_checkpoint(path: str | Path, identity: dict | None = None,
+                    what: str = "work") -> dict[str, Any]:
+    """The finished records of an interrupted call, merged into one dict (query id -> result).
+
+    When the file begins with an identity record that differs from ``identity``, an error names
+    the settings that differ: results of other settings are never mixed in.
+    """
+    done: dict[str, Any] = {}
+    records = read_jsonl_checkpoint(path)
+    if records and isinstance(records[0], dict) and CHECKPOINT_HEADER in records[0]:
+        written = records.pop(0)[CHECKPOINT_HEADER]
+        if identity is not None and written != identity:
+            differ = sorted(k for k in set(written) | set(identity)
+                            if written.get(k) != identity.get(k))
+            raise IrdistillError(
+                f"the partial results of an interrupted {what} were made with other settings "
+                f"({', '.join(differ)} differ)", path=path,
+                hint="run the same command as before to resume it, or delete this file to "
+                     "start over")
+    for record in records:
+        if not isinstance(record, dict):
+            raise IrdistillError("unreadable record in the checkpoint", path=path,
+                                 hint="delete the file to start this work over")
+        done.update(record)
+    return done

@@ -78,6 +78,14 @@ def write_run_provenance(run_path: str | Path, *, config: Any = None, **extra: A
     return path
 
 
+def read_run_provenance(run_path: str | Path) -> dict[str, Any] | None:
+    """The provenance record of a run, or None when it has none."""
+    path = provenance_path(run_path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -74,6 +74,34 @@ def test_mlm_updates_only_the_domain_part(tmp_path, tiny_mlm, beir_folder):
                        after["bert.embeddings.word_embeddings.weight"])
 
 
+def test_interrupted_mlm_resumes_from_its_checkpoint_to_the_same_weights(
+        tmp_path, tiny_mlm, beir_folder, monkeypatch):
+    from irdistill.adapt.mlm import MLMConfig, train_mlm
+    from irdistill.data.collection import load_collection
+
+    torch.set_num_threads(1)
+    collection = load_collection(beir_folder)
+    config = MLMConfig(steps=4, batch_size=2, lr=1e-2, max_length=16, save_steps=2)
+    reference = train_mlm(tiny_mlm, collection, tmp_path / "reference", 1, config,
+                          show_progress=False)
+    # the run stops at step 3 (a non-finite loss): checkpoint-2 is kept, no model
+    cross_entropy, calls = torch.nn.functional.cross_entropy, {"n": 0}
+
+    def nan_at_3(*args, **kwargs):
+        calls["n"] += 1
+        return cross_entropy(*args, **kwargs) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", nan_at_3)
+    with pytest.raises(IrdistillError, match="loss became nan at step 3"):
+        train_mlm(tiny_mlm, collection, tmp_path / "resumed", 1, config, show_progress=False)
+    assert [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()] == ["checkpoint-2"]
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", cross_entropy)
+    resumed = train_mlm(tiny_mlm, collection, tmp_path / "resumed", 1, config,
+                        show_progress=False)
+    want, got = parameters(load(reference)), parameters(load(resumed))
+    assert all(torch.equal(want[name], got[name]) for name in want)
+
+
 def test_splade_training_with_frozen_domain_updates_only_the_task_part(tmp_path, tiny_mlm,
                                                                         scifact_available):
     from irdistill.models.splade import Splade

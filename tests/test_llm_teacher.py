@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irdistill.cli import app
+from irdistill.errors import IrdistillError
 from irdistill.teachers.llm import (BODY, PREFIX, SUFFIX, SYSTEM_MESSAGE, LlmSettings, ParseStats,
                                     Prompter, TransformersBackend, build_messages, llm_rerank,
                                     load_backend, parse_permutation, window_spans)
@@ -39,8 +40,6 @@ def test_window_spans_bottom_up(n, window, stride, spans):
 @pytest.mark.parametrize("window,stride,words", [(20, 0, "stride"), (20, 21, "stride"),
                                                  (1, 1, "window")])
 def test_window_settings_are_checked(window, stride, words):
-    from irdistill.errors import IrdistillError
-
     with pytest.raises(IrdistillError, match=words):
         window_spans(10, window, stride)
 
@@ -141,7 +140,6 @@ def tiny_llm(tmp_path_factory):
 def test_prompter_renders_with_the_chat_template_and_fits_the_context(tiny_llm):
     from transformers import AutoTokenizer
 
-    from irdistill.errors import IrdistillError
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)
     long_passages = [" ".join(f"word{i}" for i in range(400)) for _ in range(3)]
@@ -202,6 +200,34 @@ def test_window_positions_of_all_queries_are_one_batch(tiny_llm, beir_folder, tm
     assert result.stats.windows == 3 and result.stats.clean == 3
     answer_tokens = backend.calls[0][1]
     assert answer_tokens[0] == answer_tokens[1] > backend.calls[1][1][0]  # 3 ids, then 2
+
+
+def test_llm_checkpoint_of_other_settings_is_refused_and_a_cut_record_dropped(
+        tiny_llm, beir_folder, tmp_path):
+    from transformers import AutoTokenizer
+
+    from irdistill.data.collection import load_collection
+    from irdistill.io import read_jsonl_checkpoint
+
+    collection = load_collection(beir_folder, "test")
+    run = {"q1": {"d1": 4, "d2": 3, "d3": 2, "d4": 1}, "q2": {"d4": 4, "d3": 3, "d2": 2}}
+    backend = ScriptedBackend(AutoTokenizer.from_pretrained(tiny_llm))
+    partial = tmp_path / "llm.partial.jsonl"
+    first = llm_rerank(backend, collection, run, depth=4, settings=LlmSettings(window=3, stride=2),
+                       checkpoint=partial, block_queries=1, show_progress=False)
+    records = read_jsonl_checkpoint(partial)
+    assert "__irdistill__" in records[0] and len(records) == 3  # identity, then one per query
+    # a kill while the last record was written: the cut line is dropped, q2 is done again
+    text = partial.read_text()
+    partial.write_text(text[:len(text) - 10])
+    backend.calls.clear()
+    again = llm_rerank(backend, collection, run, depth=4, settings=LlmSettings(window=3, stride=2),
+                       checkpoint=partial, block_queries=1, show_progress=False)
+    assert again.orders == first.orders and [n for n, _ in backend.calls] == [1]  # q2 only
+    # the same file with another window size: refused, not mixed in
+    with pytest.raises(IrdistillError, match=r"other settings \(stride, window differ\)"):
+        llm_rerank(backend, collection, run, depth=4, settings=LlmSettings(window=2, stride=1),
+                   checkpoint=partial, show_progress=False)
 
 
 def test_tiny_llm_end_to_end_with_resume_and_training(tiny_llm, tiny_bert, beir_folder, tmp_path):

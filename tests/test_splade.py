@@ -186,7 +186,7 @@ def test_training_lowers_the_loss_and_sparsifies(tmp_path, tiny_mlm, scifact_ava
                            trained.encode_docs(TEXTS).toarray())
     assert train_splade(config, tmp_path / "out") == model_dir  # finished: nothing redone
     other = load_splade_config(overrides=[f"model.name={tiny_mlm}", "lambda_d=0.2"])
-    with pytest.raises(IrdistillError, match="other settings"):
+    with pytest.raises(IrdistillError, match="made by another config"):
         train_splade(other, tmp_path / "out")
 
     # an interrupted run resumes from its last checkpoint (saved with the tied MLM head)
@@ -198,6 +198,32 @@ def test_training_lowers_the_loss_and_sparsifies(tmp_path, tiny_mlm, scifact_ava
     resumed = Splade.from_pretrained(str(model_dir), device="cpu")
     assert np.allclose(resumed.encode_docs(TEXTS).toarray(),
                        trained.encode_docs(TEXTS).toarray(), atol=1e-6)
+
+
+def test_a_non_finite_loss_stops_splade_training_and_keeps_the_last_good_checkpoint(
+        tmp_path, tiny_mlm, scifact_available, monkeypatch):
+    from irdistill.losses import LOSSES
+    from irdistill.losses.listwise import infonce
+    from irdistill.train.resume import latest_checkpoint, step_of
+    from irdistill.train.splade import load_splade_config, train_splade
+
+    calls = {"n": 0}
+
+    def nan_at_3(scores, targets, mask=None):
+        calls["n"] += 1
+        return infonce(scores, targets, mask) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setitem(LOSSES, "nan_at_3", nan_at_3)
+    config = load_splade_config(overrides=[
+        f"model.name={tiny_mlm}", "data.max_queries=12", "loss=nan_at_3", "train.batch_size=4",
+        "train.max_steps=4", "train.save_steps=2", "model.max_doc_length=24"])
+    with pytest.raises(IrdistillError, match="training stopped: the loss became nan at step 3"):
+        train_splade(config, tmp_path / "out", show_progress=False)
+    assert step_of(latest_checkpoint(tmp_path / "out" / "checkpoints")) == 2
+    assert not (tmp_path / "out" / "model").exists()
+    # the cause gone, the same call resumes from step 2 and finishes
+    monkeypatch.setitem(LOSSES, "nan_at_3", lambda s, t, m=None: infonce(s, t, m))
+    assert train_splade(config, tmp_path / "out", show_progress=False).exists()
 
 
 def test_in_batch_negatives_need_label_groups(tmp_path, tiny_mlm):
@@ -237,8 +263,15 @@ def test_cli_train_index_search_evaluate(tmp_path, tiny_mlm, beir_folder, scifac
     lines = run.read_text().splitlines()
     assert {l.split()[0] for l in lines} == {"q1", "q2"} and len(lines) <= 4
     assert invoke("evaluate", run, "--qrels", beir_folder).exit_code == 0
+    provenance = json.loads((tmp_path / "run.provenance.json").read_text())
+    assert provenance["kind"] == "splade-search" and provenance["config"]["k"] == 2
+    assert provenance["run"]["sha256"] and provenance["timing"]["queries"] == 2
 
     for args, words in [
+        (("splade", "search", tiny_mlm, tmp_path / "idx", beir_folder, "--output", run),
+         ["built with another model"]),
+        (("splade", "search", model, tmp_path / "idx", beir_folder, "--output", tmp_path),
+         ["output run is a directory"]),
         (("splade", "search", model, tmp_path / "nowhere", beir_folder, "--output", run),
          ["not a finished sparse index"]),
         (("splade", "index", model, beir_folder, "--output", tmp_path / "idx"),

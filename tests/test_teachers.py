@@ -149,13 +149,14 @@ def test_interrupted_teacher_scoring_resumes_from_its_checkpoint(tmp_path, tiny_
                                                                  beir_folder):
     from irdistill.data.collection import load_collection
     from irdistill.teachers.ensemble import as_run, score_teacher
-    from irdistill.teachers.store import TeacherStore, candidates_digest, fingerprint_model
+    from irdistill.provenance import candidates_digest, model_fingerprint
+    from irdistill.teachers.store import TeacherStore
 
     collection = load_collection(beir_folder, "test")
     candidates = {"q1": ["d1", "d2"], "q2": ["d2", "d3"]}
     store = TeacherStore(tmp_path)
     teacher = Teacher("a", tiny_bert)
-    key = store.key("a", model=fingerprint_model(tiny_bert), candidates=candidates_digest(candidates),
+    key = store.key("a", model=model_fingerprint(tiny_bert), candidates=candidates_digest(candidates),
                     max_query_length=None, max_doc_length=None, precision="fp32")
     # q1 was scored before the interruption (scores no model would give)
     store.checkpoint_path(key).parent.mkdir(parents=True)

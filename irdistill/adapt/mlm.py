@@ -37,6 +37,7 @@ class MLMConfig:
     precision: str = "fp32"  # fp32 | bf16
     seed: int = 42
     logging_steps: int = 10
+    save_steps: int = 50  # checkpoint every N steps: a killed run resumes from the last one
 
 
 def sample_texts(collection: Collection, n: int, seed: int = 0) -> list[str]:
@@ -71,20 +72,29 @@ class _Tokens(Dataset):
 def _trainer_class():
     from transformers import Trainer
 
-    class MaskedPositionsTrainer(Trainer):
+    from irdistill.train.engine import FaultGuard
+
+    class MaskedPositionsTrainer(FaultGuard, Trainer):
         """MLM loss with the head applied to the masked positions only (when the head is one
-        module that maps hidden states to vocabulary logits, as in BERT and RoBERTa)."""
+        module that maps hidden states to vocabulary logits, as in BERT and RoBERTa); a
+        non-finite loss or gradient stops training (:class:`FaultGuard`)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.init_guard("stop")
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs.pop("labels")
             heads = [m for n, m in model.named_children() if n != model.base_model_prefix]
             if len(heads) != 1:
                 out = model(**inputs, labels=labels)
-                return (out.loss, out) if return_outputs else out.loss
+                loss = self.finite_loss(out.loss, out.logits)
+                return (loss, out) if return_outputs else loss
             hidden = model.base_model(**inputs).last_hidden_state
             picked = labels != -100
             logits = heads[0](hidden[picked])
             loss = torch.nn.functional.cross_entropy(logits.float(), labels[picked])
+            loss = self.finite_loss(loss, logits)
             return (loss, logits) if return_outputs else loss
 
     return MaskedPositionsTrainer
@@ -95,11 +105,13 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
     """MLM on ``collection``'s documents updating only the domain part (embeddings + first
     ``layers`` layers) of the masked LM at ``model_path``; return the saved model's folder.
 
-    A finished run (``output_dir/model`` exists) is not redone.
+    A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes from
+    its newest complete checkpoint (``output_dir/checkpoints``, every ``config.save_steps``).
     """
     from transformers import DataCollatorForLanguageModeling, TrainingArguments
 
     from irdistill.models.splade import load_masked_lm
+    from irdistill.train.resume import latest_checkpoint
     from irdistill.utils import seed_everything
 
     output_dir = Path(output_dir)
@@ -136,7 +148,9 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
         lr_scheduler_type="linear",
         bf16=config.precision == "bf16",
         logging_steps=config.logging_steps,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
         seed=config.seed,
         data_seed=config.seed,
         report_to=[],
@@ -146,7 +160,10 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
     )
     trainer = _trainer_class()(model=model, args=args, train_dataset=_Tokens(rows),
                                data_collator=collator)
-    trainer.train()
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    if checkpoint is not None:
+        log.info("MLM: resuming from %s", checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     for param in model.parameters():
         param.requires_grad_(True)
     tmp = output_dir / "model.tmp"

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
-from irdistill.io import append_jsonl, read_jsonl_checkpoint
+from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
 from irdistill.models.cross_encoder import DEFAULT_MAX_TOKENS, CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -54,28 +54,6 @@ def _forget(d_tokens: dict, block: list[str], candidates: dict[str, list[str]],
                 d_tokens.pop(d, None)
 
 
-HEADER = "__irdistill__"
-
-
-def _read_checkpoint(path: Path, identity: dict | None = None) -> Run:
-    """Scores kept in ``path`` by an interrupted call. Its first record names what produced
-    them (``identity``: model, lengths, precision, candidates); scores of something else are
-    never mixed in: an error says so."""
-    done: Run = {}
-    records = read_jsonl_checkpoint(path)
-    if records and isinstance(records[0], dict) and HEADER in records[0]:
-        written = records.pop(0)[HEADER]
-        if identity is not None and written != identity:
-            differ = sorted(k for k in set(written) | set(identity)
-                            if written.get(k) != identity.get(k))
-            raise IrdistillError(
-                "the partial scores of an interrupted re-ranking were made with other settings "
-                f"({', '.join(differ)} differ)", path=path,
-                hint="run the same command as before to resume it, or delete this file to "
-                     "start over")
-    for record in records:
-        done.update(record)
-    return done
 
 
 def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, list[str]]:
@@ -119,7 +97,7 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     queries = collection.query_texts(qids)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     created = checkpoint is not None and not checkpoint.exists()
-    done = _read_checkpoint(checkpoint, identity) if checkpoint is not None else {}
+    done = read_checkpoint(checkpoint, identity, "re-ranking") if checkpoint is not None else {}
     done = {q: done[q] for q in qids if q in done}
     if done:
         log.info("resuming: %d of %d queries already scored in %s", len(done), len(qids),
@@ -142,8 +120,8 @@ def _score_blocks(model, collection, candidates, blocks, queries, done, batch_si
     total = sum(len(candidates[q]) for q in qids)
     bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
                desc="re-ranking", unit="pair", disable=not show_progress)
-    if checkpoint is not None and identity is not None and not checkpoint.exists():
-        append_jsonl(checkpoint, {HEADER: identity})
+    if checkpoint is not None:
+        start_checkpoint(checkpoint, identity)
     d_tokens: dict = {}  # doc id -> token ids, until the last block that needs them
     last_use = last_uses(blocks, candidates)
     empty_docs: set[str] = set()

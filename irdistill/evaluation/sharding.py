@@ -95,7 +95,8 @@ def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 1
     from irdistill.data.trec import write_run
     from irdistill.distributed import (is_distributed, is_main, rank, wait_for_everyone,
                                        world_size)
-    from irdistill.evaluation.rerank import _read_checkpoint, rerank_run
+    from irdistill.evaluation.rerank import rerank_run
+    from irdistill.io import read_checkpoint
 
     output = Path(output)
     launched = shard is None and is_distributed()
@@ -120,7 +121,7 @@ def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 1
     wait_for_everyone()  # every shard's partial file is complete
     if is_main():
         files = [partial(i) for i in range(shard[1])]
-        merged = merge_runs((_read_checkpoint(f) for f in files), expected=candidates)
+        merged = merge_runs((read_checkpoint(f) for f in files), expected=candidates)
         write_run(output, merged, tag=tag)
         for f in files:
             f.unlink(missing_ok=True)

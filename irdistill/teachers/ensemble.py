@@ -26,9 +26,12 @@ from typing import Any
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.teachers.store import (Candidates, TeacherStore, candidates_digest,
-                                      default_teacher_name, fingerprint_model,
-                                      read_run_provenance, slug, write_run_provenance)
+from irdistill.evaluation.rerank import check_candidates
+from irdistill.io import check_output_file, check_output_folder
+from irdistill.models.cross_encoder import check_device, check_precision, resolve_model_path
+from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
+                                  write_run_provenance)
+from irdistill.teachers.store import Candidates, TeacherStore, default_teacher_name, slug
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,18 @@ class ScoringSettings:
     block_pairs: int = 20_000  # pairs per checkpointed block of queries
 
 
+def check_settings(settings: ScoringSettings, depth: int) -> None:
+    """Bad scoring settings fail with a clear message before any work."""
+    for name, value in (("depth", depth), ("batch size", settings.batch_size),
+                        ("block pairs", settings.block_pairs),
+                        ("max query length", settings.max_query_length),
+                        ("max document length", settings.max_doc_length)):
+        if value is not None and value < 1:
+            raise IrdistillError(f"{name} {value} must be at least 1")
+    check_precision(settings.precision)
+    check_device(settings.device)
+
+
 def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
                   store: TeacherStore, settings: ScoringSettings = ScoringSettings(),
                   show_progress: bool = True) -> tuple[Run, Path, bool]:
@@ -168,7 +183,7 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     from irdistill.models.cross_encoder import CrossEncoder
 
     digest = candidates_digest(candidates)
-    fingerprint = fingerprint_model(teacher.source)
+    fingerprint = model_fingerprint(teacher.source)
     key = store.key(teacher.name, model=fingerprint, candidates=digest,
                     max_query_length=settings.max_query_length,
                     max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32")
@@ -249,10 +264,16 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     if len(set(names)) != len(names):
         raise IrdistillError(f"two teachers have the same name: {', '.join(names)}",
                              hint="name them with NAME=MODEL")
-    output = Path(output)
+    check_settings(settings, depth)
+    output = check_output_folder(output)
+    check_output_file(output / f"{slug(name)}.trec", "ensemble run")
+    for teacher in teachers:
+        if not teacher.is_run:
+            resolve_model_path(teacher.source)  # a missing model fails before any scoring
     store = TeacherStore(output)
     candidates = candidates_of(run, depth, collection.qrels, add_positives)
-    collection.query_texts(list(candidates))  # a run of another collection fails before scoring
+    # a run of another collection (queries or documents it lacks) fails before scoring
+    check_candidates(collection, as_run(candidates), max(len(d) for d in candidates.values()))
     runs: dict[str, Run] = {}
     paths: dict[str, Path] = {}
     reused: list[str] = []

@@ -173,7 +173,7 @@ def import_targets(path: str | Path, output: str | Path, *, format: str = "run",
                    max_queries: int | None = None, collection: Collection | None = None
                    ) -> tuple[Run, ImportReport]:
     """Import ``path`` as ``format`` and write the teacher run ``output`` with its provenance."""
-    from irdistill.teachers.store import write_run_provenance
+    from irdistill.provenance import write_run_provenance
 
     if format not in FORMATS:
         raise IrdistillError(f"unknown format '{format}'", hint="choose run or triples")

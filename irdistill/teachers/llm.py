@@ -29,9 +29,9 @@ same token ids, and both generate exactly as many tokens as the full answer
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run, ranked, write_run
 from irdistill.errors import IrdistillError, unknown_name
+from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -429,26 +430,20 @@ class LlmRanking:
     per_query: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _read_checkpoint(path: Path) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    if not path.exists():
-        return done
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                done.update(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s, line %d: incomplete record ignored", path, number)
-                break
-    return done
+def ranking_identity(backend: Backend, collection: Collection,
+                     candidates: Mapping[str, Sequence[str]], settings: LlmSettings) -> dict:
+    """What an LLM ranking depends on, to tell whether a partial file belongs to a call."""
+    from irdistill.provenance import candidates_digest, model_fingerprint
 
-
-def _append(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    model = backend.model_name
+    if Path(model).is_dir():  # a local model: by its files' content
+        model = model_fingerprint(model)
+    prompt = json.dumps([settings.system_message, PREFIX, BODY, SUFFIX])
+    return {"model": model, "collection": collection.name,
+            "candidates": candidates_digest(candidates), "window": settings.window,
+            "stride": settings.stride, "max_passage_words": settings.max_passage_words,
+            "context_size": settings.context_size,
+            "prompt": hashlib.sha256(prompt.encode()).hexdigest()[:16]}
 
 
 def llm_rerank(backend: Backend, collection: Collection, run: Run, *, depth: int = 100,
@@ -470,7 +465,11 @@ def llm_rerank(backend: Backend, collection: Collection, run: Run, *, depth: int
     queries = collection.query_texts(qids)
     prompter = Prompter(backend.tokenizer, settings)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
-    done = _read_checkpoint(checkpoint) if checkpoint is not None else {}
+    done: dict[str, dict] = {}
+    if checkpoint is not None:
+        identity = ranking_identity(backend, collection, candidates, settings)
+        done = read_checkpoint(checkpoint, identity, "LLM ranking")
+        start_checkpoint(checkpoint, identity)
     done = {q: r for q, r in done.items() if q in candidates}
     if done:
         log.info("resuming: %d of %d queries already ranked in %s", len(done), len(qids),
@@ -502,11 +501,11 @@ def llm_rerank(backend: Backend, collection: Collection, run: Run, *, depth: int
                 orders[q][s:e] = [window[i] for i in parsed.order]
             if generations is not None:
                 for (q, s, e), answer in zip(items, answers):
-                    _append(Path(generations), {"query": q, "start": s, "end": e, "text": answer})
+                    append_jsonl(Path(generations), {"query": q, "start": s, "end": e, "text": answer})
             bar.update(len(items))
         finished = {q: {"order": orders[q], "stats": stats[q].to_dict()} for q in todo}
         if checkpoint is not None:
-            _append(checkpoint, finished)
+            append_jsonl(checkpoint, finished)
         done.update(finished)
     bar.close()
     total = ParseStats()
@@ -524,7 +523,7 @@ def llm_teacher(backend: Backend, collection: Collection, run: Run, output: str 
     """Rank with :func:`llm_rerank` and write ``output`` (a TREC run in the LLM's order, scores
     ``depth - rank + 1``) and its provenance (model, backend, prompt, windows, parse counts).
     ``output.partial.jsonl`` holds finished queries while it works, so a rerun resumes."""
-    from irdistill.teachers.store import write_run_provenance
+    from irdistill.provenance import write_run_provenance
 
     output = Path(output)
     partial = output.with_name(output.name + ".partial.jsonl")

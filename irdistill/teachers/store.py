@@ -10,22 +10,16 @@ a teacher changed in any of those respects gets a new file. Scoring in progress 
 until the run is complete.
 
 Every run written here (a teacher's, an ensemble's, an LLM's, an imported one) has a provenance
-file beside it, ``<stem>.provenance.json``: what produced it, from which source, with which
-settings and package versions.
+file beside it, ``<stem>.provenance.json`` (:func:`irdistill.provenance.write_run_provenance`):
+what produced it, from which source, with which settings and package versions.
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
-import platform
 import re
-import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from irdistill.io import write_json
 
 Candidates = dict[str, list[str]]
 
@@ -47,33 +41,6 @@ def default_teacher_name(source: str) -> str:
     if name in ("model", "checkpoint", "final") and len(parts) > 1:
         name = parts[-2]
     return slug(name)
-
-
-def fingerprint_model(name_or_path: str) -> str:
-    """Content hash of a model folder (config, tokenizer settings and weights), or the name
-    itself for a hub model that is not a local folder."""
-    from irdistill.models.cross_encoder import WEIGHT_FILES, resolve_model_path
-
-    path = Path(resolve_model_path(name_or_path))
-    if not path.is_dir():
-        return hashlib.sha1(f"hub:{name_or_path}".encode()).hexdigest()[:16]
-    digest = hashlib.sha1()
-    names = ["config.json", "irdistill.json", "tokenizer.json", "vocab.txt", *WEIGHT_FILES]
-    for name in names:
-        file = path / name
-        if not file.is_file():
-            continue
-        digest.update(name.encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def candidates_digest(candidates: Mapping[str, Sequence[str]]) -> str:
-    """Hash of a candidate set: its query ids and each query's document ids, in order."""
-    blob = json.dumps({q: list(candidates[q]) for q in sorted(candidates)}, separators=(",", ":"))
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def settings_hash(**settings: Any) -> str:
@@ -106,32 +73,3 @@ class TeacherStore:
         digest = key.rsplit("-", 1)[-1]
         found = sorted(self.folder.glob(f"*-{digest}.trec")) if self.folder.is_dir() else []
         return found[0] if found else None
-
-
-def provenance_path(run_path: str | Path) -> Path:
-    """``OUT/ensemble.trec`` -> ``OUT/ensemble.provenance.json``."""
-    run_path = Path(run_path)
-    return run_path.with_name(f"{run_path.stem}.provenance.json")
-
-
-def write_run_provenance(run_path: str | Path, **record: Any) -> Path:
-    """Write the provenance file of a run: ``record`` plus date, command and versions."""
-    from irdistill.provenance import package_versions
-
-    path = provenance_path(run_path)
-    write_json(path, {
-        "run": Path(run_path).name,
-        **record,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-        "python": platform.python_version(),
-        "versions": package_versions(),
-    })
-    return path
-
-
-def read_run_provenance(run_path: str | Path) -> dict[str, Any] | None:
-    path = provenance_path(run_path)
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -163,10 +163,103 @@ class GroupCollator:
         return batch
 
 
+MAX_FAULTS_IN_A_ROW = 10  # on_nan=skip gives up after this many non-finite batches in a row
+
+
+class FaultGuard:
+    """Mixin for a Hugging Face ``Trainer`` (put it first among the bases): a non-finite loss or
+    gradient stops training with a message naming the step and the last good checkpoint, or
+    (``on_nan="skip"``) skips that batch or optimizer step, so no checkpoint ever holds weights
+    broken by such a step. The counts of skipped batches and steps go to the log."""
+
+    def init_guard(self, on_nan: str = "stop") -> None:
+        self.on_nan = on_nan
+        self.skipped_batches = 0  # micro-batches whose loss was not finite (on_nan=skip)
+        self.skipped_steps = 0  # optimizer steps skipped for non-finite gradients
+        self.faults_in_a_row = 0  # non-finite losses or gradients since the last good step
+        self.fault_this_step = False
+        self.skip_next_step = False
+
+    def non_finite(self, what: str) -> None:
+        """A non-finite loss or gradient at the coming step: stop with a clear message,
+        or (``on_nan=skip``) count it, unless it keeps happening."""
+        from irdistill.train.resume import latest_checkpoint
+
+        step = self.state.global_step + 1
+        self.faults_in_a_row += 1
+        self.fault_this_step = True
+        if self.on_nan == "skip" and self.faults_in_a_row < MAX_FAULTS_IN_A_ROW:
+            log.warning("%s at step %d: skipped (train.on_nan=skip)", what, step)
+            return
+        good = latest_checkpoint(self.args.output_dir, clean=False)
+        kept = (f"the last good checkpoint is kept: {good}" if good is not None
+                else "no checkpoint had been saved yet")
+        if self.on_nan == "skip":
+            raise IrdistillError(
+                f"{what} at step {step}, the {MAX_FAULTS_IN_A_ROW}th fault in a row: the model "
+                f"has diverged", hint=f"{kept}; lower train.lr or use fp32 precision")
+        raise IrdistillError(
+            f"training stopped: {what} at step {step}",
+            hint=f"{kept}; lower train.lr, use fp32 precision, or set train.on_nan=skip to "
+                 "skip such batches, in a new --output folder")
+
+    def finite_loss(self, loss: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``loss``, or (when it is not finite and skipping is allowed) a zero loss that gives
+        this batch no contribution; a gradient that is still not finite (from non-finite
+        scores) is caught before the optimizer step."""
+        if torch.isfinite(loss):
+            return loss
+        self.non_finite(f"the loss became {loss.item()}")
+        self.skipped_batches += 1
+        return (torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0) * 0.0).sum()
+
+    def check_gradients(self, parameters) -> None:
+        """Before each optimizer step: non-finite gradients stop training, or (skip) the
+        step is skipped."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self.non_finite("the gradients became non-finite")
+            self.skipped_steps += 1
+            self.skip_next_step = True
+            for g in grads:
+                g.zero_()
+        if not self.fault_this_step:
+            self.faults_in_a_row = 0
+        self.fault_this_step = False
+
+    def guard_optimizer(self) -> None:
+        """Check the gradients before every optimizer step and make the step a no-op when they
+        were not finite and ``on_nan=skip``."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps it
+        step = inner.step
+
+        def guarded(*args, **kwargs):
+            self.check_gradients(p for group in inner.param_groups for p in group["params"])
+            if self.skip_next_step:
+                self.skip_next_step = False
+                return None
+            return step(*args, **kwargs)
+
+        inner.step = guarded
+
+    def create_optimizer(self, model=None):
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if created:
+            self.guard_optimizer()
+        return optimizer
+
+    def log(self, logs, *args, **kwargs):
+        if self.skipped_batches or self.skipped_steps:
+            logs = {**logs, "skipped_batches": self.skipped_batches,
+                    "skipped_steps": self.skipped_steps}
+        return super().log(logs, *args, **kwargs)
+
+
 def _trainer_class():
     from transformers import Trainer
 
-    class GroupTrainer(Trainer):
+    class GroupTrainer(FaultGuard, Trainer):
         """Trainer whose loss is a pure function of the [queries, list_size] scores."""
 
         def __init__(self, *args, loss_fn, loss_params, head_lr=None, on_nan="stop", **kwargs):
@@ -174,35 +267,7 @@ def _trainer_class():
             self.loss_fn = loss_fn
             self.loss_params = loss_params
             self.head_lr = head_lr
-            self.on_nan = on_nan
-            self.skipped_batches = 0  # micro-batches whose loss was not finite (on_nan=skip)
-            self.skipped_steps = 0  # optimizer steps skipped for non-finite gradients
-            self.faults_in_a_row = 0  # non-finite losses or gradients since the last good step
-            self.fault_this_step = False
-            self.skip_next_step = False
-
-        def non_finite(self, what: str) -> None:
-            """A non-finite loss or gradient at the coming step: stop with a clear message,
-            or (``on_nan=skip``) count it, unless it keeps happening."""
-            from irdistill.train.resume import latest_checkpoint
-
-            step = self.state.global_step + 1
-            self.faults_in_a_row += 1
-            self.fault_this_step = True
-            if self.on_nan == "skip" and self.faults_in_a_row < MAX_FAULTS_IN_A_ROW:
-                log.warning("%s at step %d: skipped (train.on_nan=skip)", what, step)
-                return
-            good = latest_checkpoint(self.args.output_dir, clean=False)
-            kept = (f"the last good checkpoint is kept: {good}" if good is not None
-                    else "no checkpoint had been saved yet")
-            if self.on_nan == "skip":
-                raise IrdistillError(
-                    f"{what} at step {step}, the {MAX_FAULTS_IN_A_ROW}th fault in a row: the model "
-                    f"has diverged", hint=f"{kept}; lower train.lr or use fp32 precision")
-            raise IrdistillError(
-                f"training stopped: {what} at step {step}",
-                hint=f"{kept}; lower train.lr, use fp32 precision, or set train.on_nan=skip to "
-                     "skip such batches, in a new --output folder")
+            self.init_guard(on_nan)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("targets")
@@ -211,33 +276,8 @@ def _trainer_class():
             scores = logits.new_zeros(mask.shape)
             scores = scores.masked_scatter(mask, logits.to(scores.dtype))
             loss = self.loss_fn(scores.float(), targets.float(), mask, **self.loss_params)
-            if not torch.isfinite(loss):
-                self.non_finite(f"the loss became {loss.item()}")
-                self.skipped_batches += 1
-                # no contribution from this batch; a gradient that is still not finite (from
-                # non-finite scores) is caught before the optimizer step
-                loss = (torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0) * 0.0).sum()
+            loss = self.finite_loss(loss, scores)
             return (loss, scores) if return_outputs else loss
-
-        def check_gradients(self, parameters) -> None:
-            """Before each optimizer step: non-finite gradients stop training, or (skip) the
-            step is skipped, so no checkpoint ever holds weights broken by such a step."""
-            grads = [p.grad for p in parameters if p.grad is not None]
-            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
-                self.non_finite("the gradients became non-finite")
-                self.skipped_steps += 1
-                self.skip_next_step = True
-                for g in grads:
-                    g.zero_()
-            if not self.fault_this_step:
-                self.faults_in_a_row = 0
-            self.fault_this_step = False
-
-        def log(self, logs, *args, **kwargs):
-            if self.skipped_batches or self.skipped_steps:
-                logs = {**logs, "skipped_batches": self.skipped_batches,
-                        "skipped_steps": self.skipped_steps}
-            return super().log(logs, *args, **kwargs)
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -251,11 +291,7 @@ def _trainer_class():
             """The Trainer's optimizer, with the head (every parameter outside the
             pre-trained encoder, whatever the family calls it) at ``head_lr``."""
             if self.head_lr is None or self.optimizer is not None:
-                created = self.optimizer is None
-                optimizer = super().create_optimizer(model)
-                if created:
-                    _guard_optimizer(self)
-                return optimizer
+                return super().create_optimizer(model)
             model = model or self.model
             decay = set(self.get_decay_parameter_names(model))
             groups = []
@@ -269,30 +305,10 @@ def _trainer_class():
             optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             kwargs = {k: v for k, v in kwargs.items() if k not in ("lr", "params", "model")}
             self.optimizer = optimizer_cls(groups, **kwargs)
-            _guard_optimizer(self)
+            self.guard_optimizer()
             return self.optimizer
 
     return GroupTrainer
-
-
-MAX_FAULTS_IN_A_ROW = 10  # on_nan=skip gives up after this many non-finite batches in a row
-
-
-def _guard_optimizer(trainer) -> None:
-    """Check the gradients before every optimizer step (see ``check_gradients``) and make the
-    step a no-op when they were not finite and ``train.on_nan=skip``."""
-    optimizer = trainer.optimizer
-    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
-    step = inner.step
-
-    def guarded(*args, **kwargs):
-        trainer.check_gradients(p for group in inner.param_groups for p in group["params"])
-        if trainer.skip_next_step:
-            trainer.skip_next_step = False
-            return None
-        return step(*args, **kwargs)
-
-    inner.step = guarded
 
 
 def _log_callback(path: Path):

@@ -32,8 +32,7 @@ from irdistill.data.sampling import Group
 from irdistill.data.trec import Qrels, Run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write
-from irdistill.losses import get_loss
-from irdistill.losses import get_regularizer
+from irdistill.losses import get_loss, get_regularizer
 from irdistill.models.splade import Splade, regularizer_weight
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,9 @@ def splade_scores(encoders, batch: dict[str, torch.Tensor]) -> dict[str, torch.T
 def _trainer_class():
     from transformers import Trainer
 
-    class SpladeTrainer(Trainer):
+    from irdistill.train.engine import FaultGuard
+
+    class SpladeTrainer(FaultGuard, Trainer):
         """Trainer whose loss is a ranking loss of dot products plus sparsity regularisers."""
 
         def __init__(self, *args, loss_fn, loss_params, regularizer, lambda_q, lambda_d,
@@ -140,7 +141,7 @@ def _trainer_class():
             self.lambda_q = lambda_q
             self.lambda_d = lambda_d
             self.reg_warmup_steps = reg_warmup_steps
-            self.on_nan = on_nan
+            self.init_guard(on_nan)
             self._extra: dict[str, float] = {}
             self._extra_n = 0
 
@@ -153,16 +154,7 @@ def _trainer_class():
             w_d = regularizer_weight(self.lambda_d, step, self.reg_warmup_steps)
             reg_q = self.regularizer(out["q_reps"].float())
             reg_d = self.regularizer(out["d_reps"].float())
-            loss = ranking + w_q * reg_q + w_d * reg_d
-            if not torch.isfinite(loss):
-                if self.on_nan == "skip":
-                    log.warning("non-finite loss at step %d: batch skipped", step + 1)
-                    loss = (out["scores"] * 0.0).sum()
-                else:
-                    raise IrdistillError(
-                        f"training loss became {loss.item()} at step {step + 1}",
-                        hint="lower train.lr or the regulariser weights, use fp32, or set "
-                             "train.on_nan=skip")
+            loss = self.finite_loss(ranking + w_q * reg_q + w_d * reg_d, out["scores"])
             with torch.no_grad():
                 values = {"ranking_loss": ranking.item(), "reg_q": reg_q.item(),
                           "reg_d": reg_d.item(), "lambda_q": w_q, "lambda_d": w_d,
@@ -173,7 +165,7 @@ def _trainer_class():
             self._extra_n += 1
             return (loss, out["scores"]) if return_outputs else loss
 
-        def log(self, logs, *args, **kwargs):
+        def log(self, logs, *args, **kwargs):  # FaultGuard adds the skipped counts
             if "loss" in logs and self._extra_n:
                 logs.update({k: round(v / self._extra_n, 6) for k, v in self._extra.items()})
                 self._extra, self._extra_n = {}, 0
@@ -231,18 +223,17 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     from its newest checkpoint. A folder that holds a run with other settings is refused.
     """
 
-    from irdistill.provenance import write_provenance
+    from irdistill.io import check_output_folder
+    from irdistill.provenance import model_fingerprint, write_provenance
     from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
-                                        training_arguments,
-                                        candidate_run)
+                                        candidate_run, check_group_ids, training_arguments)
+    from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
     from irdistill.utils import seed_everything
 
-    output_dir = Path(output_dir)
+    output_dir = check_output_folder(output_dir)
     model_dir = output_dir / "model"
-    saved = output_dir / "config.yaml"
-    if saved.exists() and saved.read_text(encoding="utf-8") != dump_yaml(config):
-        raise IrdistillError("this output folder holds a SPLADE run with other settings",
-                             path=output_dir, hint="choose a new --output folder")
+    digest = config_hash(config)
+    check_resume_config(output_dir, digest)  # checkpoints or a model of another config: refused
     if (model_dir / "irdistill.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
@@ -255,17 +246,24 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     if config.model.separate_encoders and config.freeze_domain_layers is not None:
         raise IrdistillError("freeze_domain_layers applies to a shared encoder only",
                              hint="set model.separate_encoders=false")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    digest = config_hash(config)
-    with atomic_write(output_dir / "config.yaml") as handle:
-        handle.write(dump_yaml(config))
 
+    # every input is read and checked before anything is written: bad input leaves no folder
     collection = collection or load_collection(config.data.collection, config.data.split)
     run = run if run is not None else candidate_run(config, collection)
     groups = build_training_groups(config, collection, run)
+    if not isinstance(groups, list):
+        raise IrdistillError(f"SPLADE training takes its groups in memory; data.mode="
+                             f"{config.data.mode} streams them", hint="use a TREC teacher run")
+    check_group_ids(collection, groups)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output_dir / "config.yaml") as handle:
+        handle.write(dump_yaml(config))
     write_provenance(output_dir, config=to_dict(config), config_hash=digest,
                      data={"collection": collection.name, "run": config.data.run or "bm25",
-                           "groups": len(groups)}, seed=config.train.seed)
+                           "groups": len(groups)},
+                     model={"name": config.model.name,
+                            "fingerprint": model_fingerprint(config.model.name)},
+                     seed=config.train.seed)
 
     seed_everything(config.train.seed)
     m = config.model
@@ -291,9 +289,9 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
         lambda_q=config.lambda_q, lambda_d=config.lambda_d,
         reg_warmup_steps=config.reg_warmup_steps, on_nan=t.on_nan,
         callbacks=[_log_callback(output_dir / "train_log.jsonl")])
-    checkpoints = sorted((output_dir / "checkpoints").glob("checkpoint-*"),
-                         key=lambda p: int(p.name.split("-")[-1]))
-    resume = str(checkpoints[-1]) if checkpoints else None
+    checkpoint = latest_checkpoint(output_dir / "checkpoints")
+    trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
+    resume = str(checkpoint) if checkpoint else None
     if resume:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
