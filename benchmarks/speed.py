@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,11 @@ def worker_infer(spec: dict) -> dict:
             start = time.perf_counter()
             ce.use_onnx(spec["onnx_cache"])
             result["export_seconds"] = time.perf_counter() - start
+        if backend == "compile":  # compiled during a first full pass (every batch shape seen)
+            start = time.perf_counter()
+            ce.use_compile()
+            ce.score(texts, batch_size=batch, max_tokens=None)
+            result["compile_seconds"] = time.perf_counter() - start
         ce.score(warm, batch_size=batch, max_tokens=None)
         start = time.perf_counter()
         cpu = time.process_time()
@@ -420,6 +426,9 @@ def main(argv: list[str] | None = None) -> dict:
                              "in bf16, both sides)")
     parser.add_argument("--onnx", choices=["auto", "yes", "no"], default="auto",
                         help="also irdistill with ONNX Runtime (fp32)")
+    parser.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
+                        help="also irdistill with torch.compile in the non-fp32 precisions "
+                             "(auto: when a C compiler is there)")
     parser.add_argument("--train-precisions", default="fp32,bf16")
     parser.add_argument("--st-losses", default="mnrl,listnet",
                         help="sentence-transformers' InfoNCE: mnrl (MultipleNegativesRanking"
@@ -486,6 +495,8 @@ def main(argv: list[str] | None = None) -> dict:
                 jobs += [("irdistill", p, "torch"), ("sentence-transformers", p, "torch")]
             if onnx:
                 jobs.append(("irdistill", "fp32", "onnx"))
+            if args.compile == "yes" or (args.compile == "auto" and shutil.which("cc")):
+                jobs += [("irdistill", p, "compile") for p in precisions if p != "fp32"]
             for side, precision, backend in jobs:
                 spec = {**common, "kind": "infer", "side": side, "precision": precision,
                         "backend": backend, "pairs": data["pairs"],
@@ -496,7 +507,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if "error" in r:
                     print(f"{side} {precision} {backend}: FAILED\n{r['error']}")
                 else:
-                    print(f"{side} {precision}{' onnx' if backend == 'onnx' else ''}: "
+                    print(f"{side} {precision}{'' if backend == 'torch' else ' ' + backend}: "
                           f"{r['pairs'] / r['seconds']:.1f} pairs/s")
 
         if "training" not in skip:
@@ -563,7 +574,8 @@ def render(results: dict, data: dict, args) -> str:
         for r in inf:
             dtype = "bf16" if r["precision"].startswith("bf16") else "fp32"
             gflops = r["flops"] / r["seconds"] / 1e9
-            name = r["side"] + (" (ONNX Runtime)" if r["backend"] == "onnx" else "")
+            name = r["side"] + {"onnx": " (ONNX Runtime)", "compile": " (torch.compile)"}.get(
+                r["backend"], "")
             diff = np.abs(np.array(r["scores"]) - np.array(reference["scores"])).max()
             rows.append([name, r["precision"], f"{r['pairs'] / r['seconds']:.1f}",
                          f"{np.mean(r['tokens']):.1f}", f"{gflops:.1f}",
@@ -591,7 +603,7 @@ def render(results: dict, data: dict, args) -> str:
         mine, theirs = best("irdistill"), best("sentence-transformers")
         if mine and theirs:
             ratios.append(f"fastest irdistill ({mine['precision']}"
-                          f"{' ONNX' if mine['backend'] == 'onnx' else ''}) vs fastest "
+                          f"{'' if mine['backend'] == 'torch' else ' ' + mine['backend']}) vs fastest "
                           f"sentence-transformers ({theirs['precision']}): "
                           f"{(theirs['seconds'] / theirs['pairs']) / (mine['seconds'] / mine['pairs']):.2f}x")
         default = next((r for r in inf if r["side"] == "sentence-transformers"
@@ -609,6 +621,11 @@ def render(results: dict, data: dict, args) -> str:
         if onnx and "export_seconds" in onnx:
             out.append(f"ONNX export (once per model, cached): {onnx['export_seconds']:.0f}s, "
                        "not in the rate")
+        for r in inf:
+            if "compile_seconds" in r:
+                out.append(f"torch.compile ({r['precision']}): compilation and a first full pass "
+                           f"took {r['compile_seconds']:.0f}s, not in the rate (paid once per "
+                           "process: worth it for long re-rankings only)")
         out.append("")
     train = [r for r in results["training"] if "error" not in r]
     if train:

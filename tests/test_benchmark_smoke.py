@@ -30,6 +30,7 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
     pytest.importorskip("datasets")
     results = speed.main(["--model", tiny_bert, "--queries", "2", "--depth", "4",
                           "--batch-size", "4", "--precisions", "fp32,bf16", "--onnx", "no",
+                          "--compile", "no",
                           "--train-precisions", "fp32", "--train-steps", "2",
                           "--train-batch", "2", "--warmup-steps", "0", "--peak-size", "256",
                           "--st-losses", "mnrl,listnet", "--in-process",

@@ -141,3 +141,17 @@ def test_onnx_runtime_matches_pytorch_with_minilm(tmp_path):
     got = np.array(ce.score(texts, batch_size=4))
     assert np.abs(got - expected).max() < 1e-4
     assert list(np.argsort(-got)) == list(np.argsort(-expected))
+
+
+def test_compiled_model_scores_match_eager_over_many_batch_shapes(tiny_bert):
+    """torch.compile with dynamic shapes: batches of other sizes and lengths give the eager
+    model's scores (the inductor backend is exercised by benchmarks/speed.py; aot_eager here
+    traces the same graph without a C++ compiler's minutes)."""
+    ce = CrossEncoder.from_pretrained(tiny_bert, max_doc_length=40, device="cpu")
+    texts = pairs_of_texts() * 2
+    expected = ce.score(texts, batch_size=5)
+    ce.use_compile(backend="aot_eager")
+    for batch_size in (3, 7, 64):
+        assert ce.score(texts, batch_size=batch_size) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(IrdistillError, match="exclude each other"):
+        ce.use_compile()
