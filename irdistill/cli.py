@@ -307,10 +307,18 @@ def run(
                       "still win) or of the grid (--set evaluation.depth=20); repeatable.")]
     = None,
 ) -> None:
-    """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes."""
+    """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes.
+
+    Under torchrun (torchrun --nproc_per_node N -m irdistill experiment run GRID.yaml) each cell
+    trains with DDP and the processes share every re-ranking; the first one writes the files.
+    """
     from irdistill.experiments.grid import load_grid, run_grid
 
+    from irdistill.distributed import is_main
+
     status = run_grid(load_grid(grid, set_, output), dry_run=dry_run)
+    if not is_main():  # under torchrun the first process reports
+        return
     for line in status.lines():
         typer.echo(line)
     if not dry_run:

@@ -158,3 +158,32 @@ def test_torchrun_trains_with_two_processes(tiny_bert, scifact_available, tmp_pa
     assert {p.name for p in checkpoint.glob("rng_state*")} == {"rng_state_0.pth",
                                                                 "rng_state_1.pth"}
     assert not list(out_dir.glob("*.tmp")) and not (out_dir / "model.tmp").exists()
+
+
+def test_torchrun_experiment_run_shares_the_work_and_writes_once(tiny_bert, beir_folder,
+                                                                  scifact_available, tmp_path):
+    """A grid under torchrun: the cell trains with DDP, the evaluations are shared, the first
+    process writes every file once; the shared systems' results equal one process's."""
+    from typer.testing import CliRunner
+
+    from irdistill.cli import app
+    from test_grid import write_grid
+
+    axes = "  objective: [infonce]\n  seed: [1]"
+    (tmp_path / "single").mkdir()
+    single = write_grid(tmp_path / "single", beir_folder, tiny_bert, axes)
+    assert CliRunner().invoke(app, ["experiment", "run", str(single)]).exit_code == 0
+    both = write_grid(tmp_path, beir_folder, tiny_bert, axes)
+    out = torchrun(["experiment", "run", str(both)], tmp_path, timeout=400)
+    assert out.stdout.count("train: done") == 1  # the status table, printed by one process
+    files = {p.relative_to(tmp_path / "out"): json.loads(p.read_text())
+             for p in (tmp_path / "out").rglob("*.json")}
+    results = {name: data for name, data in files.items()
+               if isinstance(data, dict) and "variants" in data and "kind" in data}
+    assert {r["kind"] for r in results.values()} == {"first_stage", "untrained", "trained"}
+    for name, result in results.items():
+        if result["kind"] != "trained":
+            reference = json.loads((tmp_path / "single" / "out" / name).read_text())
+            assert result["variants"] == reference["variants"], name
+    assert not list((tmp_path / "out").rglob("*partial*"))
+    assert len(list((tmp_path / "out").rglob("done.json"))) == 1

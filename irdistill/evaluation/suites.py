@@ -289,24 +289,39 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
 
     ``model`` loads the re-ranker (None: the system is the first stage itself). Everything is
     loaded lazily: when the results exist with the same measures nothing is loaded; when only
-    the runs exist they are re-evaluated with the suite's measures.
+    the runs exist they are re-evaluated with the suite's measures. Under ``torchrun`` the
+    processes share the re-ranking and the first one writes the run and the results (the
+    others return an empty dict).
     """
+    from irdistill.distributed import is_distributed, is_main, main_process_first
+
     prefix = Path(prefix)
     result_path = prefix.with_name(prefix.name + ".json")
     measures = [str(m) for m in parse_measures(suite.measures)]
     variants = [""] if model is None else _variants(suite)
-    if result_path.exists():
-        data = read_evaluation(result_path)
-        if data.get("measures") == measures and set(data.get("variants", {})) == set(variants):
-            return {v: _evaluation_from_json(e) for v, e in data["variants"].items()}
+
+    def finished() -> dict[str, Evaluation] | None:
+        if result_path.exists():
+            data = read_evaluation(result_path)
+            if data.get("measures") == measures and set(data.get("variants", {})) == set(variants):
+                return {v: _evaluation_from_json(e) for v, e in data["variants"].items()}
+        return None
+
+    done = finished()
+    if done is not None:
+        return done
     started = time.time()
     paths = {v: _run_path(prefix, v) for v in variants}
     partial = prefix.with_name(prefix.name + ".partial.jsonl")
     if all(p.exists() for p in paths.values()):
         runs = {v: read_run(p) for v, p in paths.items()}
     elif model is None:
-        runs = {"": candidates()}
-        write_run(paths[""], runs[""], tag=slug(system))
+        with main_process_first():  # under torchrun the first process writes, the others read
+            if paths[""].exists():
+                runs = {"": read_run(paths[""])}
+            else:
+                runs = {"": candidates()}
+                write_run(paths[""], runs[""], tag=slug(system))
     else:
         log.info("%s re-ranks %s (%s)", system, spec.label, suite.name)
         scorer = model()
@@ -315,20 +330,28 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
         if suite.passages is not None:
             from irdistill.evaluation.passages import rerank_passages
 
-            runs = rerank_passages(scorer, coll, cands, suite.depth, suite.passages,
-                                   batch_size=batch_size, show_progress=show_progress)
+            with main_process_first():  # one process scores the passages, the others wait
+                if all(p.exists() for p in paths.values()):
+                    runs = {v: read_run(p) for v, p in paths.items()}
+                else:
+                    runs = rerank_passages(scorer, coll, cands, suite.depth, suite.passages,
+                                           batch_size=batch_size, show_progress=show_progress)
+                    for v, run in runs.items():
+                        write_run(paths[v], run, tag=slug(system))
         else:
-            from irdistill.evaluation.rerank import rerank_run
+            from irdistill.evaluation.sharding import rerank_to_file
 
-            # scores of finished blocks are kept: a killed grid loses at most one block here
-            runs = {"": rerank_run(scorer, coll, cands, depth=suite.depth,
-                                   batch_size=batch_size, show_progress=show_progress,
-                                   checkpoint=partial, identity={
-                                       "system": system, "dataset": spec.label,
-                                       "depth": suite.depth, **(info or {})})}
-        for v, run in runs.items():
-            write_run(paths[v], run, tag=slug(system))
-        partial.unlink(missing_ok=True)
+            # finished blocks are kept (a killed grid loses at most one block here); under
+            # torchrun each process scores its share and the first one writes the merged run
+            rerank_to_file(scorer, coll, cands, paths[""], depth=suite.depth,
+                           batch_size=batch_size, show_progress=show_progress,
+                           tag=slug(system), identity={
+                               "system": system, "dataset": spec.label, "depth": suite.depth,
+                               **(info or {})})
+            runs = {"": read_run(paths[""])} if is_main() else {}
+        partial.unlink(missing_ok=True)  # the name of an earlier version's checkpoint
+    if is_distributed() and not is_main():
+        return {}  # the first process evaluates and writes the results
     qrels = collection().qrels
     out = {}
     for v, run in runs.items():

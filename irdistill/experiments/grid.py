@@ -495,6 +495,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
     returned.
     """
     from irdistill.data.trec import read_run
+    from irdistill.distributed import device_for_rank, is_main, wait_for_everyone
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.utils import seed_everything
 
@@ -504,15 +505,16 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         return grid_status(grid)
     tasks = plan(grid, cells)
     grid.output.mkdir(parents=True, exist_ok=True)
-    write_manifest(grid, cells, tasks)
-    write_provenance(grid.output, config={"grid_file": grid.source, "base": grid.base,
-                                          "axes": {a.name: [v.label for v in a.values]
-                                                   for a in grid.axes},
-                                          "exclude": grid.exclude,
-                                          "suites": [s.name for s in grid.suite_settings()],
-                                          "evaluation": dataclasses.asdict(grid.evaluation)},
-                     cells={c.hash: c.labels for c in cells},
-                     seeds=sorted({c.seed for c in cells}))
+    if is_main():  # under torchrun: the first process writes shared files
+        write_manifest(grid, cells, tasks)
+        write_provenance(grid.output, config={"grid_file": grid.source, "base": grid.base,
+                                              "axes": {a.name: [v.label for v in a.values]
+                                                       for a in grid.axes},
+                                              "exclude": grid.exclude,
+                                              "suites": [s.name for s in grid.suite_settings()],
+                                              "evaluation": dataclasses.asdict(grid.evaluation)},
+                         cells={c.hash: c.labels for c in cells},
+                         seeds=sorted({c.seed for c in cells}))
     data = _Datasets()
     first_stage_files: dict[tuple, Path] = {}
     started = time.time()
@@ -528,7 +530,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
             return CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
                                                 max_doc_length=m.max_doc_length,
                                                 num_hidden_layers=m.num_hidden_layers,
-                                                precision=precision)
+                                                precision=precision, device=device_for_rank())
         return load
 
     def run_task(task: EvalTask, model=None) -> None:
@@ -565,16 +567,18 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         state = train_state(folder)
         log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
                  {"done": "done", "todo": "starts"}.get(state, f"resumes from {state}"))
-        if state != "done":
+        if state != "done":  # under torchrun every process trains (DDP)
             model_dir = train_model(cell.config, folder, show_progress=show_progress)
-            write_json(folder / "done.json", {"model": str(Path(model_dir).relative_to(folder)),
-                                              "config_hash": cell.hash, "labels": cell.labels})
+            if is_main():
+                write_json(folder / "done.json", {"model": str(Path(model_dir).relative_to(folder)),
+                                                  "config_hash": cell.hash, "labels": cell.labels})
+            wait_for_everyone()
         done = json.loads((folder / "done.json").read_text())
         model_dir = folder / done["model"]
         for task in (t for t in tasks if t.kind == "trained" and t.cell is cell):
             precision = task.precision
-            run_task(task, lambda p=precision: CrossEncoder.from_pretrained(str(model_dir),
-                                                                           precision=p))
+            run_task(task, lambda p=precision: CrossEncoder.from_pretrained(
+                str(model_dir), precision=p, device=device_for_rank()))
     log.info("grid '%s' finished in %.0f s; results in %s", grid.name, time.time() - started,
              grid.output)
     return grid_status(grid)
