@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also irdistill with ONNX Runtime (fp32)")
     parser.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
                         help="also irdistill with torch.compile in the non-fp32 precisions "
-                             "(auto: when a C compiler is there)")
+                             "(auto: when a C++ compiler is there, which inductor needs)")
     parser.add_argument("--train-precisions", default="fp32,bf16")
     parser.add_argument("--st-losses", default="mnrl,listnet",
                         help="sentence-transformers' InfoNCE: mnrl (MultipleNegativesRanking"
@@ -495,7 +495,8 @@ def main(argv: list[str] | None = None) -> dict:
                 jobs += [("irdistill", p, "torch"), ("sentence-transformers", p, "torch")]
             if onnx:
                 jobs.append(("irdistill", "fp32", "onnx"))
-            if args.compile == "yes" or (args.compile == "auto" and shutil.which("cc")):
+            if args.compile == "yes" or (args.compile == "auto" and (shutil.which("c++")
+                                                                    or shutil.which("g++"))):
                 jobs += [("irdistill", p, "compile") for p in precisions if p != "fp32"]
             for side, precision, backend in jobs:
                 spec = {**common, "kind": "infer", "side": side, "precision": precision,

@@ -310,7 +310,8 @@ def run(
     """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes.
 
     Under torchrun (torchrun --nproc_per_node N -m irdistill experiment run GRID.yaml) each cell
-    trains with DDP and the processes share every re-ranking; the first one writes the files.
+    trains with DDP and the processes share the re-rankings (long documents' passages are scored
+    by the first process); the first one writes the files.
     """
     from irdistill.experiments.grid import load_grid, run_grid
 

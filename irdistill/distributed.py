@@ -7,7 +7,13 @@ GPUs), the same one the Hugging Face Trainer then uses.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+
+#: how long a process may wait at a barrier (the others re-rank, score passages, build an
+#: index): torch's default of 30 minutes is too short for a long evaluation;
+#: ``IRDISTILL_DIST_TIMEOUT_HOURS`` changes it
+TIMEOUT = datetime.timedelta(hours=float(os.environ.get("IRDISTILL_DIST_TIMEOUT_HOURS", "12")))
 
 
 def world_size() -> int:
@@ -39,7 +45,8 @@ def _process_group():
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=TIMEOUT)
     return dist
 
 

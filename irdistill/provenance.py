@@ -103,20 +103,51 @@ def file_fingerprint(path: str | Path, hash_limit: int = 1 << 30) -> dict[str, A
             "sha256": sha256_file(path) if size <= hash_limit else None}
 
 
-def model_fingerprint(name_or_path: str) -> str:
-    """Content hash of a model folder (config, tokenizer, weights), or ``hub:<name>`` for a hub
-    model that is not a local folder. The bundled 'minilm' resolves to its folder."""
-    from irdistill.models.cross_encoder import WEIGHT_FILES, resolve_model_path
+def _model_folder(name_or_path: str) -> Path | None:
+    """The local folder of a model name (the bundled MiniLM's aliases included), else None."""
+    from irdistill.models.cross_encoder import BUNDLED_ALIASES, resolve_model_path
 
-    path = Path(resolve_model_path(name_or_path))
-    if not path.is_dir():
+    if name_or_path in BUNDLED_ALIASES:
+        path = Path(resolve_model_path(name_or_path))
+        return path if path.is_dir() else None
+    path = Path(name_or_path)
+    return path if path.is_dir() else None
+
+
+def _weights_digest(path: Path) -> str:
+    """SHA-256 of a file, or for a file above 1 GiB (shards of large models) of its size, first
+    and last MiB: reading many GB would rival the work the fingerprint identifies."""
+    size = path.stat().st_size
+    if size <= 1 << 30:
+        return sha256_file(path)
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        handle.seek(size - (1 << 20))
+        digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Content hash of a model folder (config, settings, tokenizer, weights: single files or
+    shards), or ``hub:<name>`` for a hub model that is not a local folder. The bundled 'minilm'
+    resolves to its folder; a model kept in subfolders (SPLADE with separate query and
+    document encoders) is hashed with them."""
+    from irdistill.models.cross_encoder import WEIGHT_FILES
+
+    folder = _model_folder(name_or_path)
+    if folder is None:
         return f"hub:{name_or_path}"
+    names = ("config.json", "irdistill.json", "tokenizer.json", "vocab.txt", *WEIGHT_FILES)
     digest = hashlib.sha256()
-    for name in ("config.json", "irdistill.json", "tokenizer.json", "vocab.txt", *WEIGHT_FILES):
-        file = path / name
-        if file.is_file():
-            digest.update(name.encode())
-            digest.update(sha256_file(file).encode())
+    for base in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
+        prefix = "" if base == folder else f"{base.name}/"
+        files = [base / n for n in names if (base / n).is_file()]
+        files += sorted(f for pattern in ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
+                        for f in base.glob(pattern))
+        for file in files:
+            digest.update(f"{prefix}{file.name}".encode())
+            digest.update(_weights_digest(file).encode())
     return digest.hexdigest()[:16]
 
 

@@ -150,8 +150,13 @@ def test_compiled_model_scores_match_eager_over_many_batch_shapes(tiny_bert):
     ce = CrossEncoder.from_pretrained(tiny_bert, max_doc_length=40, device="cpu")
     texts = pairs_of_texts() * 2
     expected = ce.score(texts, batch_size=5)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     ce.use_compile(backend="aot_eager")
     for batch_size in (3, 7, 64):
         assert ce.score(texts, batch_size=batch_size) == pytest.approx(expected, abs=1e-5)
-    with pytest.raises(IrdistillError, match="exclude each other"):
-        ce.use_compile()
+    assert counters["stats"]["unique_graphs"] >= 1  # the scores came through a compiled graph
+    for other in (ce.use_compile, ce.use_onnx):
+        with pytest.raises(IrdistillError, match="already scores through another backend"):
+            other()

@@ -123,6 +123,15 @@ def test_separate_encoders_are_saved_behind_a_router(tmp_path, tiny_mlm):
     assert np.allclose(again.encode_queries(TEXTS).toarray(), queries, atol=1e-6)
     with pytest.raises(IrdistillError, match="separate"):
         Splade.from_pretrained(str(tmp_path / "m"), separate_encoders=False)
+    # identified by the content of both encoders (index and search check the model with it)
+    from irdistill.provenance import model_fingerprint
+
+    first = model_fingerprint(str(tmp_path / "m"))
+    assert not first.startswith("hub:")
+    with torch.no_grad():
+        model.encoders.query.cls.predictions.bias.add_(0.1)
+    model.save_pretrained(tmp_path / "m2")
+    assert model_fingerprint(str(tmp_path / "m2")) != first
 
 
 def test_encoding_is_independent_of_batching_and_order(tiny_mlm):

@@ -143,7 +143,10 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
         target.require_qrels()
     step = output_dir / f"k{k}"
 
-    mlm_settings = {"base": source_cfg.model.name, "mlm": to_dict(config.mlm), "layers": k}
+    # what the MLM weights depend on (how often they are checkpointed or logged does not count)
+    mlm_weights = {key: value for key, value in to_dict(config.mlm).items()
+                   if key not in ("save_steps", "logging_steps")}
+    mlm_settings = {"base": source_cfg.model.name, "mlm": mlm_weights, "layers": k}
     log.info("[1/4] MLM on the source corpus (%s), domain part = embeddings + %d layers",
              source.docs_name, k)
     _settings_guard(step / "mlm-source", {**mlm_settings, "corpus": source.docs_name})

@@ -290,11 +290,14 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
     ``model`` loads the re-ranker (None: the system is the first stage itself). Everything is
     loaded lazily: when the results exist with the same measures nothing is loaded; when only
     the runs exist they are re-evaluated with the suite's measures. Under ``torchrun`` the
-    processes share the re-ranking and the first one writes the run and the results (the
-    others return an empty dict).
+    processes share the re-ranking (passage scoring is done by the first process while the
+    others wait) and the first one writes the run and the results (the others return an empty
+    dict).
     """
-    from irdistill.distributed import is_distributed, is_main, main_process_first
+    from irdistill.distributed import is_distributed, is_main, main_process_first, \
+        wait_for_everyone
 
+    wait_for_everyone()  # under torchrun every process looks at the files at the same moment
     prefix = Path(prefix)
     result_path = prefix.with_name(prefix.name + ".json")
     measures = [str(m) for m in parse_measures(suite.measures)]
@@ -324,13 +327,17 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
                 write_run(paths[""], runs[""], tag=slug(system))
     else:
         log.info("%s re-ranks %s (%s)", system, spec.label, suite.name)
+        with main_process_first():  # caches are built by one process, the others read them
+            coll = collection()
+            cands = candidates()
+            # the first fetch builds an ir_datasets document store (its lookup files)
+            coll.docs.get_many([next(iter(cands[q])) for q in sorted(cands)[:1] if cands[q]])
         scorer = model()
-        coll = collection()
-        cands = candidates()
         if suite.passages is not None:
             from irdistill.evaluation.passages import rerank_passages
 
-            with main_process_first():  # one process scores the passages, the others wait
+            # one process scores the passages, the others wait (distributed.TIMEOUT)
+            with main_process_first():
                 if all(p.exists() for p in paths.values()):
                     runs = {v: read_run(p) for v, p in paths.items()}
                 else:

@@ -330,14 +330,16 @@ class CrossEncoder:
         return self.model(**batch).logits[:, 0].float().cpu().numpy()
 
     def use_compile(self, backend: str = "inductor", mode: str | None = None) -> None:
-        """Score with a ``torch.compile``'d model from now on (``dynamic=True``: one compiled
-        graph for every batch shape, so batches of other lengths do not recompile). Fuses the
+        """Score with a ``torch.compile``'d model from now on (``dynamic=True``: batches of other
+        sizes and lengths reuse the compiled graph; a few shapes, such as a single pair, still
+        compile their own). Fuses the
         element-wise work around the matrix products (GELU, bias, LayerNorm, softmax); the
         first batch pays the compilation (tens of seconds on a CPU), so it is worth it for long
         re-rankings. Scores equal the eager model's up to float rounding."""
         if self.runner is not None:
-            raise IrdistillError("torch.compile and the ONNX backend exclude each other",
-                                 hint="choose one of them")
+            raise IrdistillError("this model already scores through another backend "
+                                 "(torch.compile or ONNX Runtime)",
+                                 hint="load the model again to choose another backend")
         compiled = torch.compile(self.model, dynamic=True, backend=backend, mode=mode)
 
         def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -355,6 +357,10 @@ class CrossEncoder:
         if self.precision is not None:
             raise IrdistillError(f"the ONNX backend runs in fp32, not {self.precision}",
                                  hint="leave precision unset (fp32) with the ONNX backend")
+        if self.runner is not None:
+            raise IrdistillError("this model already scores through another backend "
+                                 "(torch.compile or ONNX Runtime)",
+                                 hint="load the model again to choose another backend")
         path = export_onnx(self.model, self.encoder, folder, optimize=optimize)
         self.runner = OnnxRunner(path, self.device)
         return path

@@ -455,6 +455,8 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
     """
     from transformers import TrainingArguments
 
+    from irdistill.distributed import TIMEOUT as DIST_TIMEOUT
+
     cuda = torch.cuda.is_available()
     compile_backend = getattr(t, "torch_compile_backend", None)
     return TrainingArguments(
@@ -481,6 +483,7 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
         data_seed=t.seed,
         report_to=[],
         dataloader_num_workers=t.num_workers,
+        ddp_timeout=int(DIST_TIMEOUT.total_seconds()),  # evaluation between cells may be long
         remove_unused_columns=False,
         use_cpu=not cuda,
         disable_tqdm=not show_progress,

@@ -91,16 +91,18 @@ def latest_checkpoint(folder: str | Path, required=REQUIRED, clean: bool = True)
 
 
 def check_resume_config(output_dir: str | Path, digest: str,
-                        provenance: str = "provenance.json") -> None:
+                        provenance: str = "provenance.json",
+                        finished_marker: str = "model/config.json") -> None:
     """Raise if ``output_dir`` holds checkpoints or a finished model made by another config
     than ``digest``.
 
     Continuing them would mix two configs in one model while the folder's provenance names only
     the second; returning the finished model would pass it off as the new config's. A folder
-    without checkpoints or model may be reused freely.
+    without checkpoints or model may be reused freely. ``finished_marker`` is the file whose
+    presence says the model was saved (a SPLADE model: ``model/irdistill.json``).
     """
     output_dir = Path(output_dir)
-    finished = (output_dir / "model" / "config.json").exists()
+    finished = (output_dir / finished_marker).exists()
     if not finished and not list_checkpoints(output_dir / "checkpoints"):
         return
     record = output_dir / provenance

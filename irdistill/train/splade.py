@@ -233,7 +233,8 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     output_dir = check_output_folder(output_dir)
     model_dir = output_dir / "model"
     digest = config_hash(config)
-    check_resume_config(output_dir, digest)  # checkpoints or a model of another config: refused
+    # checkpoints or a model of another config: refused
+    check_resume_config(output_dir, digest, finished_marker="model/irdistill.json")
     if (model_dir / "irdistill.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
