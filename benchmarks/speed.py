@@ -148,9 +148,9 @@ def worker_infer(spec: dict) -> dict:
         if backend == "compile":  # compiled during a first full pass (every batch shape seen)
             start = time.perf_counter()
             ce.use_compile()
-            ce.score(texts, batch_size=batch, max_tokens=None)
+            ce.score(texts, batch_size=batch)
             result["compile_seconds"] = time.perf_counter() - start
-        ce.score(warm, batch_size=batch, max_tokens=None)
+        ce.score(warm, batch_size=batch)
         start = time.perf_counter()
         cpu = time.process_time()
         # what rerank_run does: each text tokenised once, then all pairs sorted and batched
@@ -159,13 +159,18 @@ def worker_infer(spec: dict) -> dict:
         q_ids = dict(zip(queries, ce.encoder.encode_queries(queries, compact=True)))
         d_ids = dict(zip(docs, ce.encoder.encode_docs(docs, compact=True)))
         ids = [(q_ids[q], d_ids[d]) for q, d in texts]
-        scores = ce.score_ids(ids, batch_size=batch, max_tokens=None)
+        # as a user runs it: batch_size caps the pairs, the default token budget cuts batches
+        scores = ce.score_ids(ids, batch_size=batch)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         result["tokens"] = [ce.encoder.pair_length(q, d) for q, d in ids]
         result["scores"] = [float(s) for s in scores]
         lengths = sorted(result["tokens"], reverse=True)
-        result["padded_tokens"] = sum(ce.encoder.padded_width(lengths[i]) * len(lengths[i:i + batch])
-                                      for i in range(0, len(lengths), batch))
+        from irdistill.models.cross_encoder import budget_for, plan_batches
+
+        result["max_tokens"] = budget_for(ce.device)
+        spans = plan_batches(lengths, batch, result["max_tokens"], ce.encoder.padded_width)
+        result["padded_tokens"] = sum(ce.encoder.padded_width(lengths[a]) * (b - a)
+                                      for a, b in spans)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(spec["model"])
@@ -562,7 +567,7 @@ def render(results: dict, data: dict, args) -> str:
     info = results["machine"]
     out = [header(info)]
     loads = [info["load_average"][0], info.get("load_average_end", (0,))[0]]
-    if max(loads) > 0.5 * (info["cores"] or 1):
+    if loads[0] > 0.5 * (info["cores"] or 1):  # at the end the load is the benchmark's own
         out.append(f"WARNING: the machine was busy (load average {loads[0]:.2f} at the start, "
                    f"{loads[1]:.2f} at the end): these timings are not trustworthy")
     out.append("")
@@ -583,8 +588,10 @@ def render(results: dict, data: dict, args) -> str:
                          f"{100 * gflops / peak[dtype]:.0f}%" if peak.get(dtype) else "-",
                          f"{r['rss_mb']:.0f}", f"{diff:.1e}",
                          f"{ndcg10(data['keys'], r['scores'], data['qrels']):.4f}"])
+        budget = next((r["max_tokens"] for r in inf if r.get("max_tokens")), None)
         out.append(f"## Inference: {inf[0]['pairs']} pairs (SciFact test, {args.queries} queries "
-                   f"x BM25 top-{args.depth}), batch size {args.batch_size}, queries <= "
+                   f"x BM25 top-{args.depth}), batch size {args.batch_size} (irdistill: at most, "
+                   f"batches cut to its default budget of {budget} padded tokens), queries <= "
                    f"{args.max_query_length} and documents <= {args.max_doc_length} tokens, "
                    f"{inf[0]['threads']} threads")
         out.append("")

@@ -128,8 +128,9 @@ def rerank(
     depth: Annotated[int, typer.Option(help="Documents per query to re-rank.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
     batch_size: Annotated[int, typer.Option(help="Most pairs per batch.")] = 64,
-    max_tokens: Annotated[int, typer.Option(help="Most padded tokens per batch (0: no "
-                                            "budget, batch_size alone).")] = 16384,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="Most padded tokens per batch (default: 2048 on a CPU, where small batches stay in "
+             "cache, 16384 on a GPU; 0: no budget, batch_size alone).")] = None,
     precision: Annotated[Optional[str], typer.Option(
         help="fp32, bf16, fp16 (autocast), auto (bf16 where the device has it natively), "
              "bf16-full or fp16-full (weights cast too: fastest, a little less exact).")] = None,
@@ -162,8 +163,8 @@ def rerank(
     from irdistill.evaluation.rerank import check_candidates, scoring_identity
     from irdistill.evaluation.sharding import parse_shard, rerank_to_file
     from irdistill.io import check_output_file
-    from irdistill.models.cross_encoder import CrossEncoder, check_device, check_precision, \
-        resolve_model_path
+    from irdistill.models.cross_encoder import CrossEncoder, budget_for, check_device, \
+        check_precision, resolve_model_path
     from irdistill.provenance import file_fingerprint, write_run_provenance
 
     check_output_file(output, "output run")
@@ -193,7 +194,8 @@ def rerank(
             ce.use_compile()
     identity = scoring_identity(model, ce, coll, candidates, depth)
     out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
-                         max_tokens=max_tokens or None, shard=part, block_pairs=block_pairs,
+                         max_tokens="auto" if max_tokens is None else (max_tokens or None),
+                         shard=part, block_pairs=block_pairs,
                          identity=identity)
     if part is not None:
         typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
@@ -204,7 +206,9 @@ def rerank(
         write_run_provenance(
             output, kind="rerank",
             config={"model": model, "collection": str(collection), "split": split,
-                    "depth": depth, "batch_size": batch_size, "max_tokens": max_tokens,
+                    "depth": depth, "batch_size": batch_size,
+                    "max_tokens": budget_for(ce.device, "auto" if max_tokens is None
+                                             else (max_tokens or None)),
                     "precision": ce.precision or "fp32", "backend": backend,
                     "max_query_length": ce.max_query_length,
                     "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs},

@@ -9,7 +9,7 @@ import torch
 
 from irdistill import CrossEncoder
 from irdistill.errors import IrdistillError
-from irdistill.models.cross_encoder import (DEFAULT_MAX_TOKENS, cpu_has_native_bf16,
+from irdistill.models.cross_encoder import (DEFAULT_MAX_TOKENS, budget_for, cpu_has_native_bf16,
                                             plan_batches, resolve_precision)
 
 from tiny_models import FAMILIES, QUESTIONS, TOPICS, build_tiny_model
@@ -81,7 +81,9 @@ def test_plan_batches_keeps_the_cap_and_the_token_budget():
     assert plan_batches([5000, 10], 64, 640) == [(0, 1), (1, 2)]  # too long: a batch alone
     with pytest.raises(IrdistillError, match="batch_size"):
         plan_batches(lengths, 0, None)
-    assert DEFAULT_MAX_TOKENS >= 64 * 256  # the default budget never cuts 64 pairs of 256
+    assert budget_for("cuda", DEFAULT_MAX_TOKENS) >= 64 * 256  # a GPU batch: 64 pairs of 256
+    assert budget_for("cpu", DEFAULT_MAX_TOKENS) == 2048  # a CPU batch stays in cache
+    assert budget_for("cpu", None) is None and budget_for("cuda", 640) == 640
 
 
 def test_scores_do_not_depend_on_order_batching_or_budget(tiny_bert):

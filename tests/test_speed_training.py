@@ -80,3 +80,50 @@ def test_training_tokenises_once_and_groups_batches_by_length(tiny_bert, scifact
         padded, real = map(sum, zip(*widths))
         waste[grouped] = (padded - real) / padded
     assert waste[True] < waste[False]
+
+
+def test_a_step_in_pieces_gives_the_scores_and_gradients_of_one_forward(tiny_bert):
+    """train.forward_tokens: the step's pairs go through the model in length-sorted pieces
+    (each cut to its longest row); scores come back in the batch's order and the gradients are
+    those of one forward of the whole batch."""
+    import pytest
+    import torch
+
+    from irdistill.models.cross_encoder import CrossEncoder
+
+    torch.manual_seed(0)
+    ce = CrossEncoder.from_pretrained(tiny_bert, max_doc_length=40, device="cpu")
+    model = ce.model.eval()  # no dropout: both ways compute the same function
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(1000, 2000, rng.integers(2, 6)).tolist(),
+              rng.integers(1000, 2000, rng.integers(3, 40)).tolist()) for _ in range(11)]
+    batch = ce.encoder.collate(pairs)
+    calls = []
+    handle = model.register_forward_hook(lambda m, args, out: calls.append(1))
+
+    def run(budget):
+        model.zero_grad()
+        calls.clear()
+        scores = engine.forward_in_pieces(model, dict(batch), budget)
+        (scores * torch.arange(1.0, 12.0)).sum().backward()  # each row weighted differently
+        return scores.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole, whole_grads = run(None)
+    assert len(calls) == 1
+    pieces, piece_grads = run(100)  # a few rows per piece
+    assert len(calls) > 2
+    handle.remove()
+    assert pieces.tolist() == pytest.approx(whole.tolist(), abs=1e-5)
+    for a, b in zip(whole_grads, piece_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert engine.forward_budget(None, "cpu") == 2048 and engine.forward_budget(0, "cpu") is None
+    assert engine.forward_budget(None, "cuda") is None and engine.forward_budget(512, "cuda") == 512
+
+
+def test_forward_tokens_keeps_the_hash_when_auto():
+    base = load_config(overrides=["train.lr=1e-4"])
+    tree = to_dict(base)
+    del tree["train"]["forward_tokens"]
+    assert config_hash(base) == config_hash(tree)  # folders named by older hashes stay valid
+    assert config_hash(base) != config_hash(load_config(overrides=["train.lr=1e-4",
+                                                                   "train.forward_tokens=512"]))

@@ -73,7 +73,7 @@ def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, 
 
 
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
-               batch_size: int = 64, max_tokens: int | None = DEFAULT_MAX_TOKENS,
+               batch_size: int = 64, max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
                show_progress: bool = True,
                checkpoint: str | Path | None = None, block_pairs: int = 8192,
                identity: dict | None = None, shard: tuple[int, int] | None = None) -> Run:

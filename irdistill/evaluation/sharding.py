@@ -78,7 +78,7 @@ def merge_runs(parts: Iterable[Run], expected: Iterable[str] | None = None) -> R
 
 
 def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 100,
-                   batch_size: int = 64, max_tokens: int | None = 16384,
+                   batch_size: int = 64, max_tokens: int | str | None = "auto",
                    shard: tuple[int, int] | None = None, show_progress: bool = True,
                    tag: str = "irdistill", block_pairs: int = 8192,
                    identity: dict | None = None) -> Run:

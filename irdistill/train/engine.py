@@ -256,23 +256,60 @@ class FaultGuard:
         return super().log(logs, *args, **kwargs)
 
 
+def forward_budget(forward_tokens: int | None, device) -> int | None:
+    """Padded tokens per forward pass of a training step (None: the whole batch at once), from
+    ``train.forward_tokens`` (None = auto, see :class:`irdistill.config.TrainConfig`)."""
+    from irdistill.distributed import is_distributed
+    from irdistill.models.cross_encoder import CPU_MAX_TOKENS
+
+    if forward_tokens is not None:
+        return forward_tokens or None
+    if torch.device(device).type != "cpu" or is_distributed():
+        return None
+    return CPU_MAX_TOKENS
+
+
+def forward_in_pieces(model, inputs: dict[str, torch.Tensor], max_tokens: int | None
+                      ) -> torch.Tensor:
+    """The model's first logit for each row of a right-padded batch, computed in pieces of at
+    most ``max_tokens`` padded tokens (rows sorted by length, each piece cut to its longest
+    row, a multiple of 8), in the batch's order. One graph: a single backward goes through all
+    pieces. Each row's score does not depend on the pieces (attention is within a row)."""
+    rows, width = inputs["input_ids"].shape
+    if max_tokens is None or rows * width <= max_tokens or rows == 1:
+        return model(**inputs).logits[:, 0]
+    lengths = inputs["attention_mask"].sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    pieces, start = [], 0
+    while start < rows:
+        cut = min(width, -(-int(lengths[order[start]]) // 8) * 8)
+        take = order[start:start + max(1, max_tokens // cut)]
+        piece = {k: v[take, :cut] if v.dim() == 2 and v.shape == (rows, width) else v[take]
+                 for k, v in inputs.items()}
+        pieces.append(model(**piece).logits[:, 0])
+        start += len(take)
+    return torch.cat(pieces)[torch.argsort(order)]
+
+
 def _trainer_class():
     from transformers import Trainer
 
     class GroupTrainer(FaultGuard, Trainer):
         """Trainer whose loss is a pure function of the [queries, list_size] scores."""
 
-        def __init__(self, *args, loss_fn, loss_params, head_lr=None, on_nan="stop", **kwargs):
+        def __init__(self, *args, loss_fn, loss_params, head_lr=None, on_nan="stop",
+                     forward_tokens=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.loss_fn = loss_fn
             self.loss_params = loss_params
             self.head_lr = head_lr
+            self.forward_tokens = forward_budget(forward_tokens, self.args.device)
             self.init_guard(on_nan)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("targets")
             mask = inputs.pop("mask")
-            logits = model(**inputs).logits[:, 0]
+            logits = forward_in_pieces(model, inputs, self.forward_tokens)
             scores = logits.new_zeros(mask.shape)
             scores = scores.masked_scatter(mask, logits.to(scores.dtype))
             loss = self.loss_fn(scores.float(), targets.float(), mask, **self.loss_params)
@@ -585,7 +622,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         model=model.model, args=args, train_dataset=dataset,
         data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
-        on_nan=t.on_nan, callbacks=[_log_callback(output_dir / "train_log.jsonl")])
+        on_nan=t.on_nan, forward_tokens=t.forward_tokens,
+        callbacks=[_log_callback(output_dir / "train_log.jsonl")])
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
     if checkpoint is not None:
