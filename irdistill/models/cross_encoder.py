@@ -74,7 +74,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto", "bf16-full", "fp16-full")
 #: ``GPU_MAX_TOKENS`` on an accelerator (fill it) and ``CPU_MAX_TOKENS`` on a CPU, where batches
 #: of a few thousand tokens keep the activations in cache (measured on a 2-core EPYC with the
 #: bundled MiniLM at ~220 tokens a pair: fp32 scoring 16-20% faster than one batch of 32 pairs,
-#: bf16 the same; a training step 1.4-1.8x faster, see ``train.forward_tokens``)
+#: bf16 the same; a training step's forward + backward 1.4-1.8x faster, see
+#: ``train.forward_tokens``)
 DEFAULT_MAX_TOKENS = "auto"
 CPU_MAX_TOKENS = 2048
 GPU_MAX_TOKENS = 16384
