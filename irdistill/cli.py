@@ -193,9 +193,9 @@ def rerank(
         elif backend == "compile":
             ce.use_compile()
     identity = scoring_identity(model, ce, coll, candidates, depth)
+    budget = "auto" if max_tokens is None else (max_tokens or None)  # 0: no token budget
     out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
-                         max_tokens="auto" if max_tokens is None else (max_tokens or None),
-                         shard=part, block_pairs=block_pairs,
+                         max_tokens=budget, shard=part, block_pairs=block_pairs,
                          identity=identity)
     if part is not None:
         typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
@@ -207,8 +207,7 @@ def rerank(
             output, kind="rerank",
             config={"model": model, "collection": str(collection), "split": split,
                     "depth": depth, "batch_size": batch_size,
-                    "max_tokens": budget_for(ce.device, "auto" if max_tokens is None
-                                             else (max_tokens or None)),
+                    "max_tokens": budget_for(ce.device, budget),
                     "precision": ce.precision or "fp32", "backend": backend,
                     "max_query_length": ce.max_query_length,
                     "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs},

@@ -108,9 +108,11 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
     A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes from
     its newest complete checkpoint (``output_dir/checkpoints``, every ``config.save_steps``).
     """
-    from transformers import DataCollatorForLanguageModeling, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling
 
+    from irdistill.config import TrainConfig
     from irdistill.models.splade import load_masked_lm
+    from irdistill.train.engine import training_arguments
     from irdistill.train.resume import latest_checkpoint
     from irdistill.utils import seed_everything
 
@@ -137,27 +139,12 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
              layers, n_train / 1e6, n_all / 1e6)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability,
                                                pad_to_multiple_of=8)
-    cuda = torch.cuda.is_available()
-    args = TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        max_steps=config.steps,
-        warmup_steps=config.warmup_ratio,
-        lr_scheduler_type="linear",
-        bf16=config.precision == "bf16",
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=1,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to=[],
-        remove_unused_columns=False,
-        use_cpu=not cuda,
-        disable_tqdm=not show_progress,
-    )
+    # the cross-encoder trainer's arguments (checkpoints, seeds, precision, process timeout)
+    args = training_arguments(TrainConfig(
+        max_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+        warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+        precision=config.precision, seed=config.seed, logging_steps=config.logging_steps,
+        save_steps=config.save_steps), output_dir, show_progress)
     trainer = _trainer_class()(model=model, args=args, train_dataset=_Tokens(rows),
                                data_collator=collator)
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
