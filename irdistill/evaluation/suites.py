@@ -303,16 +303,10 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
     measures = [str(m) for m in parse_measures(suite.measures)]
     variants = [""] if model is None else _variants(suite)
 
-    def finished() -> dict[str, Evaluation] | None:
-        if result_path.exists():
-            data = read_evaluation(result_path)
-            if data.get("measures") == measures and set(data.get("variants", {})) == set(variants):
-                return {v: _evaluation_from_json(e) for v, e in data["variants"].items()}
-        return None
-
-    done = finished()
-    if done is not None:
-        return done
+    if result_path.exists():
+        data = read_evaluation(result_path)
+        if data.get("measures") == measures and set(data.get("variants", {})) == set(variants):
+            return {v: _evaluation_from_json(e) for v, e in data["variants"].items()}
     started = time.time()
     paths = {v: _run_path(prefix, v) for v in variants}
     partial = prefix.with_name(prefix.name + ".partial.jsonl")
