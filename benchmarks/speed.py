@@ -30,7 +30,9 @@ before each timed call both sides get the same warm-up batches. Run it on a quie
     python benchmarks/speed.py                     # about 10 minutes on 2 cores
     python benchmarks/speed.py --queries 4 --depth 16 --train-steps 3 --train-batch 2   # toy
 
-``--json FILE`` keeps every figure; ``--markdown FILE`` the tables.
+``--json FILE`` keeps every figure; ``--markdown FILE`` the tables; ``--repeats N`` measures
+every row N times, in rounds, and reports the run of median speed with the range (use 3 or more
+on a shared machine, where the same call varies by about 15% over an hour).
 """
 from __future__ import annotations
 
@@ -444,6 +446,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--group-size", type=int, default=8, help="1 positive + negatives")
     parser.add_argument("--warmup-steps", type=int, default=2,
                         help="steps left out of the steady-state rate")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure every row this many times, in rounds (all rows once, "
+                             "then again), and report the run of median speed with the range: "
+                             "on a shared machine 3 or more")
     parser.add_argument("--skip", default="", help="comma-separated: inference, training")
     parser.add_argument("--peak-size", type=int, default=0,
                         help="matrix size of the peak measurement (default 4096 fp32, 6144 bf16)")
@@ -503,28 +509,35 @@ def main(argv: list[str] | None = None) -> dict:
             if args.compile == "yes" or (args.compile == "auto" and (shutil.which("c++")
                                                                     or shutil.which("g++"))):
                 jobs += [("irdistill", p, "compile") for p in precisions if p != "fp32"]
-            for side, precision, backend in jobs:
-                spec = {**common, "kind": "infer", "side": side, "precision": precision,
-                        "backend": backend, "pairs": data["pairs"],
-                        "batch_size": args.batch_size, "onnx_cache": str(work / "onnx")}
-                r = run_worker(spec, args.in_process)
-                r.update(side=side, precision=precision, backend=backend)
-                results["inference"].append(r)
-                if "error" in r:
-                    print(f"{side} {precision} {backend}: FAILED\n{r['error']}")
-                else:
-                    print(f"{side} {precision}{'' if backend == 'torch' else ' ' + backend}: "
-                          f"{r['pairs'] / r['seconds']:.1f} pairs/s")
+            runs: dict = {job: [] for job in jobs}
+            for _ in range(max(1, args.repeats)):
+                for side, precision, backend in jobs:
+                    spec = {**common, "kind": "infer", "side": side, "precision": precision,
+                            "backend": backend, "pairs": data["pairs"],
+                            "batch_size": args.batch_size, "onnx_cache": str(work / "onnx")}
+                    r = run_worker(spec, args.in_process)
+                    r.update(side=side, precision=precision, backend=backend)
+                    runs[(side, precision, backend)].append(r)
+                    if "error" in r:
+                        print(f"{side} {precision} {backend}: FAILED\n{r['error']}")
+                    else:
+                        print(f"{side} {precision}{'' if backend == 'torch' else ' ' + backend}: "
+                              f"{r['pairs'] / r['seconds']:.1f} pairs/s")
+            results["inference"] = [median_run(rows, inference_rate) for rows in runs.values()]
 
         if "training" not in skip:
             st_losses = [x for x in args.st_losses.split(",") if x]
-            for precision in [p for p in args.train_precisions.split(",") if p]:
-                for side, st_loss in [("irdistill", None)] + [("sentence-transformers", x)
-                                                              for x in st_losses]:
+            jobs = [(precision, side, st_loss)
+                    for precision in [p for p in args.train_precisions.split(",") if p]
+                    for side, st_loss in [("irdistill", None)] + [("sentence-transformers", x)
+                                                                  for x in st_losses]]
+            runs = {job: [] for job in jobs}
+            for round_ in range(max(1, args.repeats)):
+                for precision, side, st_loss in jobs:
                     spec = {**common, "kind": "train", "side": side, "precision": precision,
                             "st_loss": st_loss,
                             "groups": data["groups"], "run": data["run"],
-                            "out": str(work / f"train-{side}-{precision}"),
+                            "out": str(work / f"train-{side}-{st_loss}-{precision}-{round_}"),
                             "irdistill_overrides": data["irdistill_overrides"]
                             + [f"train.precision={precision}"],
                             "trainer_args": data["trainer_args"], "batch": args.train_batch,
@@ -532,12 +545,14 @@ def main(argv: list[str] | None = None) -> dict:
                     r = run_worker(spec, args.in_process)
                     name = side + (f" ({st_loss})" if st_loss else "")
                     r.update(side=side, precision=precision, name=name)
-                    results["training"].append(r)
+                    runs[(precision, side, st_loss)].append(r)
+                    shutil.rmtree(spec["out"], ignore_errors=True)
                     if "error" in r:
                         print(f"training {name} {precision}: FAILED\n{r['error']}")
                     else:
                         print(f"training {name} {precision}: {r['pairs'] / r['seconds']:.1f} "
                               f"pairs/s end to end")
+            results["training"] = [median_run(rows, training_rate) for rows in runs.values()]
         info["load_average_end"] = os.getloadavg()
         report = render(results, data, args)
     print()
@@ -550,6 +565,30 @@ def main(argv: list[str] | None = None) -> dict:
     if args.markdown:
         args.markdown.write_text(report + "\n")
     return results
+
+
+def inference_rate(r: dict) -> float:
+    return r["pairs"] / r["seconds"]
+
+
+def training_rate(r: dict) -> float:
+    return r.get("steady_pairs_per_second") or r["pairs"] / r["seconds"]
+
+
+def median_run(rows: list[dict], rate) -> dict:
+    """The run of median speed among the repeats of one row (its own figures, so they stay
+    consistent), with every run's speed in ``rates``; a failed run makes the row a failure."""
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        return failed[0]
+    ordered = sorted(rows, key=rate)
+    return {**ordered[(len(ordered) - 1) // 2], "rates": [rate(r) for r in rows]}
+
+
+def spread(r: dict) -> str:
+    """`` (lowest-highest of N)`` when the row was measured more than once."""
+    rates = r.get("rates", [])
+    return f" ({min(rates):.1f}-{max(rates):.1f})" if len(rates) > 1 else ""
 
 
 def header(info: dict) -> str:
@@ -570,6 +609,10 @@ def render(results: dict, data: dict, args) -> str:
     if loads[0] > 0.5 * (info["cores"] or 1):  # at the end the load is the benchmark's own
         out.append(f"WARNING: the machine was busy (load average {loads[0]:.2f} at the start, "
                    f"{loads[1]:.2f} at the end): these timings are not trustworthy")
+    if args.repeats > 1:
+        out.append(f"Every row measured {args.repeats} times, in rounds; each row shows its run "
+                   "of median speed (steady speed for training), with the lowest-highest speed "
+                   "of its runs in brackets; ratios compare median runs.")
     out.append("")
     peak = results["peak"]
     inf = [r for r in results["inference"] if "error" not in r]
@@ -583,7 +626,7 @@ def render(results: dict, data: dict, args) -> str:
             name = r["side"] + {"onnx": " (ONNX Runtime)", "compile": " (torch.compile)"}.get(
                 r["backend"], "")
             diff = np.abs(np.array(r["scores"]) - np.array(reference["scores"])).max()
-            rows.append([name, r["precision"], f"{r['pairs'] / r['seconds']:.1f}",
+            rows.append([name, r["precision"], f"{r['pairs'] / r['seconds']:.1f}{spread(r)}",
                          f"{np.mean(r['tokens']):.1f}", f"{gflops:.1f}",
                          f"{100 * gflops / peak[dtype]:.0f}%" if peak.get(dtype) else "-",
                          f"{r['rss_mb']:.0f}", f"{diff:.1e}",
@@ -642,7 +685,8 @@ def render(results: dict, data: dict, args) -> str:
             steady = r.get("steady_pairs_per_second")
             rows.append([r["name"], r["precision"], str(r["steps"]),
                          f"{r['pairs'] / r['seconds']:.1f}",
-                         f"{steady:.1f}" if steady else "-", f"{r['rss_mb']:.0f}"])
+                         f"{steady:.1f}{spread(r)}" if steady else "-",
+                         f"{r['rss_mb']:.0f}"])
         out.append(f"## Training: InfoNCE, groups of {args.group_size} (1 positive + "
                    f"{args.group_size - 1} BM25 negatives, SciFact train), {args.train_batch} "
                    f"groups per step, {args.train_steps} steps, AdamW lr 3e-5, same groups "

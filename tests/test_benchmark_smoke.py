@@ -33,7 +33,7 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
                           "--compile", "no",
                           "--train-precisions", "fp32", "--train-steps", "2",
                           "--train-batch", "2", "--warmup-steps", "0", "--peak-size", "256",
-                          "--st-losses", "mnrl,listnet", "--in-process",
+                          "--st-losses", "mnrl,listnet", "--in-process", "--repeats", "2",
                           "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")])
     assert set(results["peak"]) == {"fp32", "bf16"}
     inference = results["inference"]
@@ -41,6 +41,9 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
         ("irdistill", "fp32"), ("sentence-transformers", "fp32"),
         ("irdistill", "bf16"), ("sentence-transformers", "bf16")]
     assert all("error" not in r and r["pairs"] == 8 for r in inference)
+    # each row measured twice; the row is the run of median speed, with both speeds kept
+    assert all(len(r["rates"]) == 2 and r["pairs"] / r["seconds"] in r["rates"]
+               for r in inference)
     # both sides saw exactly the same tokens
     assert inference[0]["tokens"] == inference[1]["tokens"]
     training = results["training"]
@@ -48,6 +51,8 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
                                              "sentence-transformers (listnet)"]
     assert all("error" not in r and r["steps"] == 2 and r["pairs"] == 2 * 2 * 8 for r in training), \
         training
+    assert all(len(r["rates"]) == 2 for r in training)
     report = (tmp_path / "r.md").read_text()
+    assert "measured 2 times" in report
     assert "## Inference" in report and "## Training" in report and "command: " in report
     assert "irdistill / sentence-transformers" in capsys.readouterr().out

@@ -112,7 +112,7 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
 
     from irdistill.config import TrainConfig
     from irdistill.models.splade import load_masked_lm
-    from irdistill.train.engine import training_arguments
+    from irdistill.train.engine import fast_dropout, training_arguments
     from irdistill.train.resume import latest_checkpoint
     from irdistill.utils import seed_everything
 
@@ -140,17 +140,19 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability,
                                                pad_to_multiple_of=8)
     # the cross-encoder trainer's arguments (checkpoints, seeds, precision, process timeout)
-    args = training_arguments(TrainConfig(
+    train_config = TrainConfig(
         max_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
         warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
         precision=config.precision, seed=config.seed, logging_steps=config.logging_steps,
-        save_steps=config.save_steps), output_dir, show_progress)
+        save_steps=config.save_steps)
+    args = training_arguments(train_config, output_dir, show_progress)
     trainer = _trainer_class()(model=model, args=args, train_dataset=_Tokens(rows),
                                data_collator=collator)
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     if checkpoint is not None:
         log.info("MLM: resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with fast_dropout(model, train_config):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     for param in model.parameters():
         param.requires_grad_(True)
     tmp = output_dir / "model.tmp"

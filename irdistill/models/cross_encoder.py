@@ -349,14 +349,22 @@ class CrossEncoder:
         """Score with a ``torch.compile``'d model from now on (``dynamic=True``: batches of other
         sizes and lengths reuse the compiled graph; a few shapes, such as a single pair, still
         compile their own). Fuses the
-        element-wise work around the matrix products (GELU, bias, LayerNorm, softmax); the
+        element-wise work around the matrix products (GELU, bias, LayerNorm, softmax), and on a
+        CPU freezes the weights (folded as constants, packed for oneDNN); the
         first batch pays the compilation (tens of seconds on a CPU), so it is worth it for long
         re-rankings. Scores equal the eager model's up to float rounding."""
         if self.runner is not None:
             raise IrdistillError("this model already scores through another backend "
                                  "(torch.compile or ONNX Runtime)",
                                  hint="load the model again to choose another backend")
-        compiled = torch.compile(self.model, dynamic=True, backend=backend, mode=mode)
+        options = None
+        if backend == "inductor" and mode is None and self.device.type == "cpu":
+            # weights become constants: inductor folds them and packs the linear layers' weights
+            # for oneDNN (measured with MiniLM on a 2-core EPYC: ~1.15x over compiling
+            # without it, in fp32 and bf16); the model is only scored, never trained, here
+            options = {"freezing": True}
+        compiled = torch.compile(self.model, dynamic=True, backend=backend, mode=mode,
+                                 options=options)
 
         def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}

@@ -527,6 +527,17 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
     )
 
 
+def fast_dropout(model: torch.nn.Module, t):
+    """The block in which a trainer runs: on a CPU (and without ``torch_compile``), the
+    model's dropout drawn cheaply (:func:`irdistill.models.dropout.cpu_dropout`) unless
+    ``train.fast_dropout`` is off. Shared by cross-encoder, SPLADE and MLM training."""
+    from irdistill.models.dropout import cpu_dropout
+
+    return cpu_dropout(model, getattr(t, "fast_dropout", True)
+                       and not getattr(t, "torch_compile", False)
+                       and not torch.cuda.is_available())
+
+
 def train(config: Config, output_dir: str | Path, *, collection: Collection | None = None,
           run: Run | None = None, show_progress: bool = True) -> Path:
     """Train a cross-encoder as ``config`` says; return the folder of the saved model.
@@ -628,7 +639,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
     if checkpoint is not None:
         log.info("resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with fast_dropout(model.model, t):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     if trainer.is_world_process_zero():
         model.model = trainer.model

@@ -226,7 +226,8 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     from irdistill.io import check_output_folder
     from irdistill.provenance import model_fingerprint, write_provenance
     from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
-                                        candidate_run, check_group_ids, training_arguments)
+                                        candidate_run, check_group_ids, fast_dropout,
+                                        training_arguments)
     from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
     from irdistill.utils import seed_everything
 
@@ -295,7 +296,8 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     resume = str(checkpoint) if checkpoint else None
     if resume:
         log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    with fast_dropout(model.encoders, t):
+        trainer.train(resume_from_checkpoint=resume)
 
     if trainer.is_world_process_zero():
         model.encoders = trainer.accelerator.unwrap_model(trainer.model)
