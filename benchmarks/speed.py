@@ -509,20 +509,16 @@ def main(argv: list[str] | None = None) -> dict:
             if args.compile == "yes" or (args.compile == "auto" and (shutil.which("c++")
                                                                     or shutil.which("g++"))):
                 jobs += [("irdistill", p, "compile") for p in precisions if p != "fp32"]
-            runs: dict = {job: [] for job in jobs}
-            for _ in range(max(1, args.repeats)):
-                for side, precision, backend in jobs:
-                    spec = {**common, "kind": "infer", "side": side, "precision": precision,
-                            "backend": backend, "pairs": data["pairs"],
-                            "batch_size": args.batch_size, "onnx_cache": str(work / "onnx")}
-                    r = run_worker(spec, args.in_process)
-                    r.update(side=side, precision=precision, backend=backend)
-                    runs[(side, precision, backend)].append(r)
-                    if "error" in r:
-                        print(f"{side} {precision} {backend}: FAILED\n{r['error']}")
-                    else:
-                        print(f"{side} {precision}{'' if backend == 'torch' else ' ' + backend}: "
-                              f"{r['pairs'] / r['seconds']:.1f} pairs/s")
+
+            def infer_spec(job, _round):
+                side, precision, backend = job
+                return {**common, "kind": "infer", "side": side, "precision": precision,
+                        "backend": backend, "pairs": data["pairs"],
+                        "batch_size": args.batch_size, "onnx_cache": str(work / "onnx"),
+                        "label": f"{side} {precision}"
+                                 + ("" if backend == "torch" else f" {backend}")}
+
+            runs = measure_rounds(jobs, infer_spec, args)
             results["inference"] = [median_run(rows, inference_rate) for rows in runs.values()]
 
         if "training" not in skip:
@@ -531,27 +527,21 @@ def main(argv: list[str] | None = None) -> dict:
                     for precision in [p for p in args.train_precisions.split(",") if p]
                     for side, st_loss in [("irdistill", None)] + [("sentence-transformers", x)
                                                                   for x in st_losses]]
-            runs = {job: [] for job in jobs}
-            for round_ in range(max(1, args.repeats)):
-                for precision, side, st_loss in jobs:
-                    spec = {**common, "kind": "train", "side": side, "precision": precision,
-                            "st_loss": st_loss,
-                            "groups": data["groups"], "run": data["run"],
-                            "out": str(work / f"train-{side}-{st_loss}-{precision}-{round_}"),
-                            "irdistill_overrides": data["irdistill_overrides"]
-                            + [f"train.precision={precision}"],
-                            "trainer_args": data["trainer_args"], "batch": args.train_batch,
-                            "group_size": args.group_size, "warmup_steps": args.warmup_steps}
-                    r = run_worker(spec, args.in_process)
-                    name = side + (f" ({st_loss})" if st_loss else "")
-                    r.update(side=side, precision=precision, name=name)
-                    runs[(precision, side, st_loss)].append(r)
-                    shutil.rmtree(spec["out"], ignore_errors=True)
-                    if "error" in r:
-                        print(f"training {name} {precision}: FAILED\n{r['error']}")
-                    else:
-                        print(f"training {name} {precision}: {r['pairs'] / r['seconds']:.1f} "
-                              f"pairs/s end to end")
+
+            def train_spec(job, round_):
+                precision, side, st_loss = job
+                name = side + (f" ({st_loss})" if st_loss else "")
+                return {**common, "kind": "train", "side": side, "precision": precision,
+                        "st_loss": st_loss, "name": name,
+                        "label": f"training {name} {precision}", "speed": " end to end",
+                        "groups": data["groups"], "run": data["run"],
+                        "out": str(work / f"train-{side}-{st_loss}-{precision}-{round_}"),
+                        "irdistill_overrides": data["irdistill_overrides"]
+                        + [f"train.precision={precision}"],
+                        "trainer_args": data["trainer_args"], "batch": args.train_batch,
+                        "group_size": args.group_size, "warmup_steps": args.warmup_steps}
+
+            runs = measure_rounds(jobs, train_spec, args)
             results["training"] = [median_run(rows, training_rate) for rows in runs.values()]
         info["load_average_end"] = os.getloadavg()
         report = render(results, data, args)
@@ -565,6 +555,28 @@ def main(argv: list[str] | None = None) -> dict:
     if args.markdown:
         args.markdown.write_text(report + "\n")
     return results
+
+
+def measure_rounds(jobs: list[tuple], spec_of, args) -> dict[tuple, list[dict]]:
+    """Every job's measurements: ``args.repeats`` rounds, each running every job once (in a
+    fresh process unless ``--in-process``), so drift of a shared machine touches all rows.
+    ``spec_of(job, round)`` is the worker's spec, with a ``label`` for the progress lines (and
+    ``speed``, what the pairs/s are); its ``out`` folder, if any, is removed after the run."""
+    runs: dict[tuple, list[dict]] = {job: [] for job in jobs}
+    for round_ in range(max(1, args.repeats)):
+        for job in jobs:
+            spec = spec_of(job, round_)
+            r = run_worker(spec, args.in_process)
+            r.update({k: spec[k] for k in ("side", "precision", "backend", "name") if k in spec})
+            runs[job].append(r)
+            if "out" in spec:
+                shutil.rmtree(spec["out"], ignore_errors=True)
+            if "error" in r:
+                print(f"{spec['label']}: FAILED\n{r['error']}")
+            else:
+                print(f"{spec['label']}: {r['pairs'] / r['seconds']:.1f} pairs/s"
+                      + spec.get("speed", ""))
+    return runs
 
 
 def inference_rate(r: dict) -> float:

@@ -315,8 +315,8 @@ class CrossEncoder:
 
         Pairs are sorted by length, longest first (stable, so ties keep their order), and cut
         into batches of at most ``batch_size`` pairs and at most ``max_tokens`` padded tokens
-        (None: no token budget; "auto": a budget for the device, see :func:`budget_for`); each batch is padded only to its longest pair (rounded up to a
-        multiple of 8). Scores come back in the order of ``pairs`` and do not depend on it.
+        (None: no token budget; "auto": a budget for the device, see :func:`budget_for`); each
+        batch is padded only to its longest pair (rounded up to a multiple of 8). Scores come back in the order of ``pairs`` and do not depend on it.
         """
         n = len(pairs)
         if n == 0:
@@ -345,6 +345,12 @@ class CrossEncoder:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         return self.model(**batch).logits[:, 0].float().cpu().numpy()
 
+    def _check_no_backend(self) -> None:
+        if self.runner is not None:
+            raise IrdistillError("this model already scores through another backend "
+                                 "(torch.compile or ONNX Runtime)",
+                                 hint="load the model again to choose another backend")
+
     def use_compile(self, backend: str = "inductor", mode: str | None = None) -> None:
         """Score with a ``torch.compile``'d model from now on (``dynamic=True``: batches of other
         sizes and lengths reuse the compiled graph; a few shapes, such as a single pair, still
@@ -353,15 +359,12 @@ class CrossEncoder:
         CPU freezes the weights (folded as constants, packed for oneDNN); the
         first batch pays the compilation (tens of seconds on a CPU), so it is worth it for long
         re-rankings. Scores equal the eager model's up to float rounding."""
-        if self.runner is not None:
-            raise IrdistillError("this model already scores through another backend "
-                                 "(torch.compile or ONNX Runtime)",
-                                 hint="load the model again to choose another backend")
+        self._check_no_backend()
         options = None
         if backend == "inductor" and mode is None and self.device.type == "cpu":
             # weights become constants: inductor folds them and packs the linear layers' weights
-            # for oneDNN (measured with MiniLM on a 2-core EPYC: ~1.15x over compiling
-            # without it, in fp32 and bf16); the model is only scored, never trained, here
+            # for oneDNN (see docs/performance.md for what it gave); the model is only scored,
+            # never trained, here
             options = {"freezing": True}
         compiled = torch.compile(self.model, dynamic=True, backend=backend, mode=mode,
                                  options=options)
@@ -381,10 +384,7 @@ class CrossEncoder:
         if self.precision is not None:
             raise IrdistillError(f"the ONNX backend runs in fp32, not {self.precision}",
                                  hint="leave precision unset (fp32) with the ONNX backend")
-        if self.runner is not None:
-            raise IrdistillError("this model already scores through another backend "
-                                 "(torch.compile or ONNX Runtime)",
-                                 hint="load the model again to choose another backend")
+        self._check_no_backend()
         path = export_onnx(self.model, self.encoder, folder, optimize=optimize)
         self.runner = OnnxRunner(path, self.device)
         return path

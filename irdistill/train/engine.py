@@ -44,7 +44,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from irdistill.config import Config, check_config, config_hash, dump_yaml, resolve_stage, to_dict
+from irdistill.config import (Config, TrainConfig, check_config, config_hash, dump_yaml,
+                              resolve_stage, to_dict)
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.sampling import Group, build_groups, mode_source
 from irdistill.data.trec import Run, read_run
@@ -527,14 +528,13 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
     )
 
 
-def fast_dropout(model: torch.nn.Module, t):
+def fast_dropout(model: torch.nn.Module, t: TrainConfig):
     """The block in which a trainer runs: on a CPU (and without ``torch_compile``), the
     model's dropout drawn cheaply (:func:`irdistill.models.dropout.cpu_dropout`) unless
     ``train.fast_dropout`` is off. Shared by cross-encoder, SPLADE and MLM training."""
     from irdistill.models.dropout import cpu_dropout
 
-    return cpu_dropout(model, getattr(t, "fast_dropout", True)
-                       and not getattr(t, "torch_compile", False)
+    return cpu_dropout(model, t.fast_dropout and not t.torch_compile
                        and not torch.cuda.is_available())
 
 
