@@ -37,6 +37,12 @@ class DataConfig:
     force_positive: bool = True  # teacher modes: put a judged positive in slot 0
     triples: str | None = None  # mode triples: pos_score, neg_score, qid, pos_pid, neg_pid file
     max_queries: int | None = None  # use only the first N training queries (quick runs)
+    # held-out queries evaluated during training (irdistill.train.dev), at most one of:
+    dev_fraction: float | None = None  # this fraction of the training queries, drawn by seed
+    dev_queries: list[str] | str | None = None  # these query ids (or a file of ids, one a line)
+    dev_collection: str | None = None  # the judged queries of another collection (or split)
+    dev_split: str | None = None  # split of dev_collection (BEIR folders)
+    dev_run: str | None = None  # candidates of the dev queries; None = as training's (see dev.py)
 
 
 @dataclass
@@ -80,6 +86,16 @@ class TrainConfig:
     # dropout without leaving the softmax path (irdistill.models.dropout): the same dropout,
     # training steps ~1.25x faster; no effect on a GPU or with torch_compile
     fast_dropout: bool = True
+    # evaluation during training on the data.dev_* queries (irdistill.train.dev): re-rank their
+    # top-eval_depth candidates every eval_steps steps (None: at the end only) and measure
+    eval_steps: int | None = None
+    eval_depth: int = 100
+    eval_measure: str = "nDCG@10"  # ir_measures notation
+    keep_best: bool = False  # the final model is the best-scoring evaluated checkpoint
+    early_stopping_patience: int | None = None  # stop after N evaluations without improvement
+    # a training budget in wall-clock minutes (evaluation not counted); the learning-rate
+    # schedule then spans the budget (irdistill.train.progress)
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -131,6 +147,8 @@ def resolve_stage(config: Config, index: int, previous_model: str | None = None)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NAN = ("stop", "skip")
+#: schedulers that can follow a time budget (train.max_minutes)
+TIME_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
 def _choice(where: str, value: Any, choices) -> None:
@@ -196,7 +214,83 @@ def check_config(config: Config) -> Config:
     if t.max_steps == 0 or t.max_steps < -1:
         raise IrdistillError(f"train.max_steps={t.max_steps} must be positive (or -1: use "
                              "train.epochs)")
+    check_evaluation(config)
+    if t.max_minutes is not None:
+        _at_least("train.max_minutes", t.max_minutes, 0, strict=True)
+        if t.scheduler not in TIME_SCHEDULERS:
+            raise IrdistillError(
+                f"train.scheduler={t.scheduler} cannot follow a time budget (train.max_minutes)",
+                hint=f"use one of {', '.join(TIME_SCHEDULERS)}, or train.max_steps instead of "
+                     "train.max_minutes")
     return config
+
+
+def dev_source(d: DataConfig) -> str | None:
+    """Which ``data.dev_*`` key names the held-out queries (None: no evaluation)."""
+    given = [k for k in ("dev_fraction", "dev_queries", "dev_collection")
+             if getattr(d, k) is not None]
+    if len(given) > 1:
+        raise IrdistillError(f"data.{given[0]} and data.{given[1]} both name dev queries",
+                             hint="keep one of data.dev_fraction, data.dev_queries and "
+                                  "data.dev_collection")
+    return given[0] if given else None
+
+
+def check_not_evaluated(config: Any, what: str) -> None:
+    """Raise if ``config`` (any config with ``data``/``train`` sections) asks for evaluation
+    during training or a time budget, which ``what`` (e.g. SPLADE training) does not do yet."""
+    d, t = config.data, config.train
+    for key, value in (("data.dev_fraction", d.dev_fraction), ("data.dev_queries", d.dev_queries),
+                       ("data.dev_collection", d.dev_collection), ("train.eval_steps",
+                       t.eval_steps), ("train.keep_best", t.keep_best),
+                       ("train.early_stopping_patience", t.early_stopping_patience),
+                       ("train.max_minutes", t.max_minutes)):
+        if value:
+            raise IrdistillError(f"{key} is not supported by {what} yet",
+                                 hint=f"remove {key}; cross-encoder training (irdistill train) "
+                                      "has it")
+
+
+def check_evaluation(config: Config) -> None:
+    """The keys of evaluation during training (see :mod:`irdistill.train.dev`) fit together."""
+    from irdistill.data.sampling import mode_source
+    from irdistill.evaluation.metrics import parse_measures
+
+    d, t = config.data, config.train
+    source = dev_source(d)
+    no_dev = ("name the queries to evaluate: e.g. --set data.dev_fraction=0.1 (held out of the "
+              "training queries) or --set data.dev_collection=beir/scifact/test")
+    if d.dev_fraction is not None and not 0 < d.dev_fraction < 1:
+        raise IrdistillError(f"data.dev_fraction={d.dev_fraction} must be between 0 and 1",
+                             hint="e.g. 0.1 holds out a tenth of the training queries")
+    if d.dev_queries is not None and not d.dev_queries:
+        raise IrdistillError("data.dev_queries is empty", hint="list query ids, or give a file")
+    if d.dev_split is not None and d.dev_collection is None:
+        raise IrdistillError("data.dev_split needs data.dev_collection",
+                             hint="e.g. --set data.dev_collection=FOLDER --set data.dev_split=dev")
+    if d.dev_run is not None and source is None:
+        raise IrdistillError("data.dev_run is set but no dev queries are", hint=no_dev)
+    if source in ("dev_fraction", "dev_queries") and mode_source(d.mode) == "triples":
+        raise IrdistillError(f"data.{source} holds queries out of the training groups, which "
+                             f"data.mode={d.mode} streams", hint="evaluate on another "
+                             "collection: --set data.dev_collection=... (and data.dev_run)")
+    for where, value in (("train.eval_steps", t.eval_steps), ("train.eval_depth", t.eval_depth),
+                         ("train.early_stopping_patience", t.early_stopping_patience)):
+        _at_least(where, value, 1)
+    parse_measures([t.eval_measure])
+    if source is None:
+        for key, value in (("train.eval_steps", t.eval_steps), ("train.keep_best", t.keep_best),
+                           ("train.early_stopping_patience", t.early_stopping_patience)):
+            if value:
+                raise IrdistillError(f"{key} needs evaluation during training, and no dev "
+                                     "queries are set", hint=no_dev)
+    if t.eval_steps is None:
+        for key, value in (("train.keep_best", t.keep_best),
+                           ("train.early_stopping_patience", t.early_stopping_patience)):
+            if value:
+                raise IrdistillError(f"{key} needs evaluations during training; without "
+                                     "train.eval_steps the model is evaluated at the end only",
+                                     hint="e.g. --set train.eval_steps=100")
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -336,7 +430,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 #: that means "as before", so folders named by older hashes stay valid
 HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens"): None,
                 # how dropout masks are drawn, not the recipe: configs hash as before it existed
-                ("train", "fast_dropout"): True}
+                ("train", "fast_dropout"): True,
+                # evaluation during training and the time budget (off by default)
+                ("data", "dev_fraction"): None, ("data", "dev_queries"): None,
+                ("data", "dev_collection"): None, ("data", "dev_split"): None,
+                ("data", "dev_run"): None, ("train", "eval_steps"): None,
+                ("train", "eval_depth"): 100, ("train", "eval_measure"): "nDCG@10",
+                ("train", "keep_best"): False, ("train", "early_stopping_patience"): None,
+                ("train", "max_minutes"): None}
 
 
 def config_hash(config: Any) -> str:

@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from irdistill.config import DataConfig, TrainConfig, config_hash, dump_yaml, to_dict
+from irdistill.config import (DataConfig, TrainConfig, check_not_evaluated, config_hash,
+                              dump_yaml, to_dict)
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.sampling import Group
 from irdistill.data.trec import Qrels, Run
@@ -239,6 +240,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     if (model_dir / "irdistill.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
+    check_not_evaluated(config, "SPLADE training")
     loss_fn = get_loss(config.loss)
     regularizer = get_regularizer(config.regularizer)
     if config.in_batch_negatives and config.data.mode != "labels":
