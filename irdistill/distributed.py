@@ -80,3 +80,24 @@ def device_for_rank(device: str | None = None) -> str | None:
     if torch.cuda.is_available():
         return f"cuda:{local_rank() % torch.cuda.device_count()}"
     return "cpu"
+
+
+def broadcast(value, src: int = 0):
+    """``value`` of process ``src``, in every process (the value itself for a single process).
+    Any picklable value; every process must call it."""
+    if not is_distributed():
+        return value
+    box = [value]
+    _process_group().broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather(value, dst: int = 0) -> list | None:
+    """The values of every process, in rank order, in process ``dst`` (None elsewhere);
+    ``[value]`` for a single process. Every process must call it."""
+    if not is_distributed():
+        return [value]
+    dist = _process_group()
+    out = [None] * world_size() if rank() == dst else None
+    dist.gather_object(value, out, dst=dst)
+    return out
