@@ -81,6 +81,35 @@ def front_matter(base_model: str | None, card: dict[str, Any], name: str) -> dic
     return meta
 
 
+def _outcome_lines(outcome: dict[str, Any]) -> list[str]:
+    """Card lines on evaluation during training, the step kept and the training clock."""
+    lines = []
+    dev = outcome.get("dev")
+    if dev:
+        measure = outcome.get("measure", "?")
+        history = outcome.get("evaluations") or []
+        best = outcome.get("best_value")
+        line = (f"- **Evaluation during training:** {measure} on {dev.get('queries')} dev queries "
+                f"({dev.get('source')}), {len(history)} evaluation(s)")
+        if best is not None:
+            line += f"; best {best:.4f} at step {outcome.get('best_step')}"
+        lines.append(line)
+    if outcome.get("selected_step") is not None:
+        kept = (f"the checkpoint of step {outcome['selected_step']} (best evaluation)"
+                if outcome.get("selected") == "best evaluation" else "the last step's weights")
+        lines.append(f"- **Weights:** {kept} of {outcome.get('steps')} steps trained")
+    if outcome.get("train_seconds") is not None:
+        line = f"- **Training time:** {outcome['train_seconds'] / 60:.2f} min"
+        if outcome.get("max_minutes"):
+            line += f" (budget {outcome['max_minutes']:g} min)"
+        if outcome.get("eval_seconds"):
+            line += f", plus {outcome['eval_seconds'] / 60:.2f} min of evaluation"
+        if outcome.get("stopped") in ("time budget", "early stopping"):
+            line += f"; stopped by {outcome['stopped']} at step {outcome.get('stopped_step')}"
+        lines.append(line)
+    return lines
+
+
 def render_card(settings: dict[str, Any], config: dict[str, Any], name: str) -> str:
     """The README.md text from ``irdistill.json`` (``settings``) and ``config.json``."""
     card = settings.get("card") or {}
@@ -119,6 +148,7 @@ def render_card(settings: dict[str, Any], config: dict[str, Any], name: str) -> 
         training = card.get("training") or {}
         if training:
             lines.append(f"- **Optimisation:** {_fmt(training)}")
+        lines += _outcome_lines(card.get("outcome") or {})
         if card.get("config_hash"):
             lines.append(f"- **Config hash:** `{card['config_hash']}` (the full config is in "
                          "the training folder's `config.yaml`)")

@@ -55,6 +55,7 @@ from irdistill.losses import get_loss
 from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
+from irdistill.train.dev import DevEvaluator, build_dev_set, hold_out
 from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
 
 log = logging.getLogger(__name__)
@@ -296,16 +297,92 @@ def _trainer_class():
     from transformers import Trainer
 
     class GroupTrainer(FaultGuard, Trainer):
-        """Trainer whose loss is a pure function of the [queries, list_size] scores."""
+        """Trainer whose loss is a pure function of the [queries, list_size] scores.
+
+        Evaluation during training (``evaluator``, a :class:`irdistill.train.dev.DevEvaluator`)
+        is the Trainer's own: ``evaluate`` is overridden to re-rank the dev queries and measure
+        the run, and everything around it is the Trainer's machinery: ``eval_strategy="steps"``
+        schedules it (and the evaluation at the last step), the metrics go through
+        ``Trainer.log`` (train_log.jsonl, the Trainer's log history, its reporters) and
+        ``on_evaluate``; with ``keep_best``, ``metric_for_best_model`` makes the Trainer track the
+        best checkpoint in its state and keep it from rotation. The dev set is the
+        ``eval_dataset`` only nominally: a group loss over a re-ranked list is no per-batch
+        ``prediction_step``, so the default evaluation loop and ``compute_metrics`` do not fit.
+        ``load_best_model_at_end`` is not used: it needs ``save_steps`` to be a multiple of
+        ``eval_steps`` and a checkpoint at the best step, and cannot finish a run from its last
+        checkpoint; instead :class:`irdistill.train.progress.TrainingProgress` writes a
+        checkpoint at each new best evaluation (a resume point too) and the engine loads the best
+        one at the end. Its state (clock, evaluation history, best, stop reason) is in every
+        checkpoint.
+
+        ``time_budget``: ``(scheduler, warmup_ratio)`` when ``train.max_minutes`` is set: the
+        learning rate follows the fraction of the budget used (see
+        :func:`irdistill.train.progress.time_schedule`).
+        """
 
         def __init__(self, *args, loss_fn, loss_params, head_lr=None, on_nan="stop",
-                     forward_tokens=None, **kwargs):
+                     forward_tokens=None, evaluator=None, time_budget=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.loss_fn = loss_fn
             self.loss_params = loss_params
             self.head_lr = head_lr
             self.forward_tokens = forward_budget(forward_tokens, self.args.device)
+            self.evaluator = evaluator
+            self.time_budget = time_budget
             self.init_guard(on_nan)
+
+        @property
+        def progress(self):
+            """The run's :class:`TrainingProgress` (looked up: the Trainer replaces it when it
+            restores callback states from a checkpoint)."""
+            from irdistill.train.progress import progress_of
+
+            return progress_of(self.callback_handler.callbacks)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            """Re-rank the dev queries with the model as it is and measure the run (the time
+            counts as evaluation, not training); log and return the metrics."""
+            if self.evaluator is None:
+                raise IrdistillError("no dev queries to evaluate",
+                                     hint="set data.dev_fraction, data.dev_queries or "
+                                          "data.dev_collection")
+            progress = self.progress
+            timer = progress.evaluating() if progress is not None else contextlib.nullcontext()
+            with timer:
+                value = self.evaluator.evaluate(self.model, self.args.device)
+            metrics = {f"{metric_key_prefix}_{self.evaluator.measure}": value,
+                       f"{metric_key_prefix}_queries": len(self.evaluator.dev)}
+            if progress is not None:
+                metrics["train_seconds"] = round(progress.train_seconds, 3)
+                metrics["eval_seconds"] = round(progress.eval_seconds, 3)
+            if self.is_world_process_zero():
+                log.info("step %d: %s %.4f on %d dev queries", self.state.global_step,
+                         self.evaluator.measure, value, len(self.evaluator.dev))
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state,
+                                                             self.control, metrics)
+            return metrics
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            """The Trainer's schedule, or with a time budget one that spans the budget."""
+            if self.time_budget is None or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            from irdistill.train.progress import time_schedule
+
+            kind, warmup = self.time_budget
+            self.lr_scheduler = time_schedule(optimizer or self.optimizer, kind, warmup,
+                                              num_training_steps, lambda: self.progress)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+        def log(self, logs, *args, **kwargs):
+            progress = self.progress
+            if progress is not None and (self.time_budget is not None or "train_runtime" in logs):
+                logs = {**logs, "train_seconds": round(progress.train_seconds, 3)}
+                if "train_runtime" in logs:  # the summary at the end
+                    logs.update(eval_seconds=round(progress.eval_seconds, 3),
+                                stopped=progress.stopped)
+            return super().log(logs, *args, **kwargs)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = inputs.pop("targets")
@@ -362,11 +439,14 @@ def _log_callback(path: Path):
 
 
 def _card(config: Config, digest: str, collection: str, groups, steps: int,
-          model_dir: Path) -> dict:
-    """What the model card says about the training run (see irdistill.models.model_card)."""
+          model_dir: Path, outcome: dict | None = None) -> dict:
+    """What the model card says about the training run (see irdistill.models.model_card);
+    ``outcome``: evaluation during training, the step kept, the clock (see
+    :func:`select_final_weights`)."""
     d, t = config.data, config.train
     teacher = d.teacher_run and {"run": d.teacher_run, "mode": d.mode}
-    return {"name": str(model_dir), "objective": config.loss,
+    extra = {"outcome": outcome} if outcome is not None else {}
+    return {"name": str(model_dir), "objective": config.loss, **extra,
             "loss_params": dict(config.loss_params), "teacher": teacher or None,
             "data": {"collection": collection, "candidates": d.run or f"bm25 top-{d.depth}",
                      "mode": d.mode,
@@ -406,6 +486,12 @@ def check_inputs(config: Config, have_collection: bool = False, have_run: bool =
         check_input_file(value, f"{key} file")
     if not have_collection:
         check_collection_spec(d.collection, d.split)
+    for key in ("dev_run", "dev_queries"):
+        value = getattr(d, key)
+        if isinstance(value, str):
+            check_input_file(value, f"data.{key} file")
+    if d.dev_collection is not None:
+        check_collection_spec(d.dev_collection, d.dev_split)
     if check_model:
         resolve_model_path(config.model.name)
 
@@ -484,8 +570,9 @@ def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[G
     return query_tokens, doc_tokens
 
 
-def training_arguments(t, output_dir: Path, show_progress: bool = True):
-    """The Hugging Face ``TrainingArguments`` of a :class:`irdistill.config.TrainConfig`.
+def training_arguments(t, output_dir: Path, show_progress: bool = True, **overrides):
+    """The Hugging Face ``TrainingArguments`` of a :class:`irdistill.config.TrainConfig`
+    (``overrides``: other ``TrainingArguments`` keys, or replaced ones).
 
     Groups already cover every epoch, so the Trainer makes one pass over them; checkpoints go
     to ``output_dir/checkpoints`` (the newest is kept and resumed). Shared by cross-encoder and
@@ -497,7 +584,7 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
 
     cuda = torch.cuda.is_available()
     compile_backend = getattr(t, "torch_compile_backend", None)
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(Path(output_dir) / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -526,6 +613,24 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True):
         use_cpu=not cuda,
         disable_tqdm=not show_progress,
     )
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def evaluation_arguments(t: TrainConfig, evaluator) -> dict:
+    """``TrainingArguments`` of evaluation during training and of the run's progress state:
+    callback states restored on resume (clock, evaluations, best); the Trainer's step-wise
+    evaluation; with ``keep_best`` its tracking of the best checkpoint, which rotation keeps
+    beside the newest (two checkpoints, so none is deleted before the model is saved)."""
+    out: dict[str, Any] = {"restore_callback_states_from_checkpoint": True}
+    if evaluator is None:
+        return out
+    out["eval_strategy"] = "steps" if t.eval_steps else "no"
+    if t.eval_steps:
+        out["eval_steps"] = t.eval_steps
+    if t.keep_best:
+        out.update(metric_for_best_model=evaluator.key, greater_is_better=True,
+                   save_total_limit=2)
+    return out
 
 
 def fast_dropout(model: torch.nn.Module, t: TrainConfig):
@@ -547,6 +652,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     """
     from irdistill.distributed import is_main, main_process_first, wait_for_everyone, world_size
     from irdistill.provenance import file_fingerprint, model_fingerprint, write_provenance
+    from irdistill.train.progress import TrainingProgress, stopped_at
     from irdistill.utils import seed_everything
 
     output_dir = Path(output_dir)
@@ -566,10 +672,13 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     check_resume_config(output_dir, digest)
 
     # every input is read and checked before anything is written: bad input leaves no folder
+    given_run = run is not None
     with main_process_first():  # under torchrun: caches (BM25, ir_datasets) are built once
         collection = collection or load_collection(config.data.collection, config.data.split)
-        run = run if run is not None else candidate_run(config, collection)
-    groups = build_training_groups(config, collection, run)
+        run = run if given_run else candidate_run(config, collection)
+        train_run, held = hold_out(config, collection, run)  # dev queries leave the groups
+        dev = build_dev_set(config, collection, run, held, given_run)
+    groups = build_training_groups(config, collection, train_run)
     streamed = not isinstance(groups, list)
     if streamed and config.train.max_steps <= 0:
         raise IrdistillError(f"data.mode={config.data.mode} streams its groups, so the number of "
@@ -628,30 +737,104 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     t = config.train
     if t.precision == "fp16" and not cuda:
         log.warning("fp16 mixed precision needs a GPU; training in fp32 (bf16 works on a CPU)")
-    args = training_arguments(t, output_dir, show_progress)
+    evaluator = None if dev is None else DevEvaluator(
+        dev, t.eval_measure, t.eval_depth, t.precision, model.tokenizer, model.max_query_length,
+        model.max_doc_length)
+    progress = TrainingProgress(max_minutes=t.max_minutes,
+                                metric=evaluator.key if evaluator else None,
+                                eval_steps=t.eval_steps, keep_best=t.keep_best,
+                                patience=t.early_stopping_patience)
+    args = training_arguments(t, output_dir, show_progress, **evaluation_arguments(t, evaluator))
     trainer = _trainer_class()(
-        model=model.model, args=args, train_dataset=dataset,
+        model=model.model, args=args, train_dataset=dataset, eval_dataset=dev,
         data_collator=GroupCollator(model.encoder, query_tokens, doc_tokens),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
-        on_nan=t.on_nan, forward_tokens=t.forward_tokens,
-        callbacks=[_log_callback(output_dir / "train_log.jsonl")])
+        on_nan=t.on_nan, forward_tokens=t.forward_tokens, evaluator=evaluator,
+        time_budget=(t.scheduler, t.warmup_ratio) if t.max_minutes else None,
+        callbacks=[progress, _log_callback(output_dir / "train_log.jsonl")])
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
-    if checkpoint is not None:
-        log.info("resuming from %s", checkpoint)
-    with fast_dropout(model.model, t):
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopped = stopped_at(checkpoint) if checkpoint is not None else None
+    if stopped is not None:  # killed after its last checkpoint, before its model was saved
+        log.info("training stopped at %s (%s); saving its model", checkpoint, stopped.stopped)
+        finish_from_checkpoint(trainer, checkpoint, stopped)
+    else:
+        if checkpoint is not None:
+            log.info("resuming from %s", checkpoint)
+        with fast_dropout(model.model, t):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     if trainer.is_world_process_zero():
+        outcome = select_final_weights(trainer, output_dir, t, dev)
         model.model = trainer.model
         model.base_model = m.name
         tmp = output_dir / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, card=_card(config, digest, collection.name, groups,
-                                              trainer.state.global_step, model_dir))
+                                              trainer.state.global_step, model_dir, outcome))
         tmp.rename(model_dir)
+        if outcome is not None:
+            _record_outcome(output_dir, outcome)
     wait_for_everyone()  # every process returns once the model is there
     return model_dir
+
+
+def finish_from_checkpoint(trainer, checkpoint: Path, progress) -> None:
+    """Put ``trainer`` in the state of ``checkpoint``, where training stopped (weights, Trainer
+    state, progress), without training: the model is then saved as if the run had just ended."""
+    from transformers import TrainerState
+
+    from irdistill.train.progress import TrainingProgress
+
+    trainer._load_from_checkpoint(str(checkpoint))  # the Trainer's own loading of its checkpoints
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    trainer.callback_handler.remove_callback(TrainingProgress)
+    trainer.callback_handler.add_callback(progress)
+
+
+def select_final_weights(trainer, output_dir: Path, t: TrainConfig, dev) -> dict | None:
+    """With ``keep_best``, load the weights of the best evaluated checkpoint into the trainer's
+    model; return what the run did (steps, selected step, clock, evaluations) for the model card
+    and provenance, or None for a run without evaluation or time budget."""
+    from irdistill.train.resume import incomplete_reason
+
+    progress = trainer.progress
+    steps = trainer.state.global_step
+    selected = steps
+    if t.keep_best and progress.best_step is not None:
+        selected = progress.best_step
+        if selected != steps:
+            best = Path(output_dir) / "checkpoints" / f"checkpoint-{selected}"
+            reason = incomplete_reason(best)
+            if reason is not None:
+                raise IrdistillError(f"the best checkpoint (step {selected}) cannot be loaded: "
+                                     f"{reason}", path=best,
+                                     hint="train again in a new --output folder, or set "
+                                          "train.keep_best=false to keep the last weights")
+            log.info("keeping the best checkpoint: step %d (%s %.4f); training ran %d steps",
+                     selected, progress.metric, progress.best_value, steps)
+            trainer._load_from_checkpoint(str(best))
+    if dev is None and not t.max_minutes:
+        return None
+    outcome = {"steps": steps, "selected_step": selected,
+               "selected": "best evaluation" if selected != steps or t.keep_best else "last step",
+               **progress.summary()}
+    if dev is not None:
+        outcome["dev"] = dev.describe()
+    return outcome
+
+
+def _record_outcome(output_dir: Path, outcome: dict) -> None:
+    """Add what the run did to ``provenance.json`` (written before training)."""
+    from irdistill.io import write_json
+
+    path = Path(output_dir) / "provenance.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    record["outcome"] = outcome
+    write_json(path, record)
 
 
 def train_stages(config: Config, output_dir: str | Path, *, collection: Collection | None = None,
