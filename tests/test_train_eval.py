@@ -360,3 +360,64 @@ def test_new_keys_at_their_default_leave_the_hash_unchanged():
     assert check_config(config) is config
     with pytest.raises(IrdistillError, match="not supported by SPLADE training"):
         check_not_evaluated(config, "SPLADE training")
+
+
+# -- DDP ---------------------------------------------------------------------------------------
+
+def test_under_torchrun_the_evaluation_is_shared_and_measured_once(toy, tiny_bert, tmp_path):
+    """2 processes (gloo): each re-ranks one of the 2 dev queries, the first measures the whole
+    run, so the logged value is that of the saved model on both queries; one log line per
+    evaluation; the time budget's clock (broadcast every step) leaves the processes in step."""
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+    from irdistill.evaluation.metrics import evaluate
+    from irdistill.evaluation.rerank import rerank_run
+    from irdistill.models.cross_encoder import CrossEncoder
+    from test_scale_out import torchrun
+
+    out = tmp_path / "ddp"
+    sets = {"model.name": tiny_bert, "data.collection": toy["folder"], "data.run": toy["run"],
+            "data.negatives": 3, "model.max_doc_length": 32, "train.batch_size": 2,
+            "train.logging_steps": 1, "train.save_steps": 2, "train.max_steps": 4,
+            "data.dev_fraction": 0.25, "train.eval_steps": 2, "train.max_minutes": 30}
+    torchrun(["train", "--output", str(out)] + [x for k, v in sets.items()
+                                                  for x in ("--set", f"{k}={v}")], tmp_path)
+    lines = [r for r in log_lines(out) if "eval_nDCG@10" in r]
+    assert [r["step"] for r in lines] == [2, 4] and loss_steps(out) == [1, 2, 3, 4]
+    config = load_config(overrides=[f"{k}={v}" for k, v in sets.items()])
+    collection = load_collection(toy["folder"])
+    run = read_run(toy["run"], depth=100)
+    _, held = dev_module.hold_out(config, collection, run)
+    model = CrossEncoder.from_pretrained(str(out / "model"), device="cpu")
+    reranked = rerank_run(model, collection, {q: run[q] for q in held}, show_progress=False)
+    value = evaluate(reranked, {q: collection.qrels[q] for q in held}, ["nDCG@10"])
+    per_query = sorted(v["nDCG@10"] for v in value.per_query.values())
+    assert per_query[0] > 0  # both queries count: a process measuring its share would differ
+    assert lines[-1]["eval_nDCG@10"] == pytest.approx(value.aggregate["nDCG@10"], abs=1e-5)
+    assert outcome(out)["stopped"] == "end of training" and outcome(out)["steps"] == 4
+
+
+def test_each_process_reranks_its_share_of_the_dev_queries(toy, tiny_bert, monkeypatch):
+    from irdistill import distributed
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+    from irdistill.models.cross_encoder import CrossEncoder
+
+    collection = load_collection(toy["folder"])
+    run = read_run(toy["run"], depth=100)
+    config = make_config(toy, tiny_bert, "data.dev_fraction=0.5")
+    _, held = dev_module.hold_out(config, collection, run)
+    dev = dev_module.build_dev_set(config, collection, run, held)
+    model = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
+    evaluator = dev_module.DevEvaluator(dev, "nDCG@10", 100, "fp32", model.tokenizer, 32, 32)
+    whole = evaluator.rerank(model.model, "cpu")
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        shares.append(evaluator.rerank(model.model, "cpu"))
+    assert [len(s) for s in shares] == [2, 2] and not set(shares[0]) & set(shares[1])
+    merged = {**shares[0], **shares[1]}
+    assert merged.keys() == whole.keys()
+    for q in whole:
+        assert merged[q] == pytest.approx(whole[q], abs=1e-6)
