@@ -145,6 +145,11 @@ class TrainingProgress(TrainerCallback, ExportableState):
             self.stop(BUDGET, step, control)
             control.should_save = True
         if control.should_training_stop:
+            if self.stopped is None and self.max_minutes and state.is_world_process_zero:
+                log.warning("training reached its last step (%d) after %.3g of the %g minutes of "
+                            "train.max_minutes; raise train.epochs (or train.max_steps) to train "
+                            "for the whole budget", step, self.train_seconds / 60,
+                            self.max_minutes)
             self.stop(END, step, control)
             if self.metric is not None and not (self.eval_steps and step % self.eval_steps == 0):
                 control.should_evaluate = True  # the model as it ends is evaluated too
