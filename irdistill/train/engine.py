@@ -9,8 +9,9 @@ Output folder::
 
     config.yaml        the resolved config
     provenance.json    config hash, versions, data ids, seed
-    train_log.jsonl    one line per logging step (written as training goes)
-    checkpoints/       the Trainer's checkpoints (the newest is resumed)
+    train_log.jsonl    one line per logging step and per evaluation (written as training goes)
+    checkpoints/       the Trainer's checkpoints (the newest is resumed; with keep_best also the
+                       best evaluated one)
     model/             the final model: a plain Hugging Face checkpoint
 
 A config with ``stages`` trains each stage in ``stage-1/``, ``stage-2/``, ... (each laid out as
@@ -22,6 +23,12 @@ tokenised once before training (token ids kept as compact arrays; every epoch re
 streamed mode (``triples``) is read as training goes, its texts fetched and tokenised per batch.
 With ``train.group_by_length``, batches hold groups of similar length
 (:mod:`irdistill.train.ordering`), in an order fixed by the seed, so resuming is exact.
+
+With dev queries (``data.dev_*``), the model is evaluated during training
+(:mod:`irdistill.train.dev`, through ``Trainer.evaluate``: see ``GroupTrainer``), the best
+checkpoint can be kept and training stopped early; ``train.max_minutes`` bounds training in time
+(:mod:`irdistill.train.progress`). The state of both is in every checkpoint. Details:
+``docs/training.md``.
 
 Under ``torchrun`` (DDP; gloo on CPUs), the first process prepares the data first (caches are
 built once), only it writes the config, provenance, log and model, and every process returns
