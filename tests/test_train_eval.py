@@ -421,3 +421,24 @@ def test_each_process_reranks_its_share_of_the_dev_queries(toy, tiny_bert, monke
     assert merged.keys() == whole.keys()
     for q in whole:
         assert merged[q] == pytest.approx(whole[q], abs=1e-6)
+
+
+def test_a_dev_collection_is_evaluated_on_its_judged_queries(toy, tiny_bert, beir_folder,
+                                                             tmp_path):
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+
+    collection = load_collection(toy["folder"])
+    run = read_run(toy["run"], depth=100)
+    config = make_config(toy, tiny_bert, f"data.dev_collection={beir_folder}",
+                         "data.dev_split=test", "train.eval_depth=3")
+    assert dev_module.hold_out(config, collection, run) == (run, [])  # training keeps them all
+    dev = dev_module.build_dev_set(config, collection, run, [])
+    assert sorted(dev.run) == ["q1", "q2"] and set(dev.qrels) == {"q1", "q2"}  # q3: unjudged
+    assert all(1 <= len(docs) <= 3 for docs in dev.run.values()) and "BM25 top-3" in dev.source
+    dev_run = tmp_path / "dev.trec"
+    dev_run.write_text("q1 Q0 d1 1 2.0 x\nq1 Q0 d3 2 1.0 x\n")
+    given = make_config(toy, tiny_bert, f"data.dev_collection={beir_folder}",
+                        "data.dev_split=test", f"data.dev_run={dev_run}")
+    dev = dev_module.build_dev_set(given, collection, run, [])
+    assert dev.run == {"q1": {"d1": 2.0, "d3": 1.0}} and set(dev.qrels) == {"q1"}
