@@ -94,7 +94,8 @@ class TrainConfig:
     keep_best: bool = False  # the final model is the best-scoring evaluated checkpoint
     early_stopping_patience: int | None = None  # stop after N evaluations without improvement
     # a training budget in wall-clock minutes (evaluation not counted); the learning-rate
-    # schedule then spans the budget (irdistill.train.progress)
+    # schedule then spans the budget (irdistill.train.progress); training also ends at
+    # train.max_steps, or else after the groups of train.epochs: give enough of them
     max_minutes: float | None = None
 
 
