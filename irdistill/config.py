@@ -37,6 +37,16 @@ class DataConfig:
     force_positive: bool = True  # teacher modes: put a judged positive in slot 0
     triples: str | None = None  # mode triples: pos_score, neg_score, qid, pos_pid, neg_pid file
     max_queries: int | None = None  # use only the first N training queries (quick runs)
+    # labels mode, negatives mined as sentence-transformers' mine_hard_negatives does (names in
+    # brackets; irdistill.data.sampling.Mining, docs/fusion.md); None = as before. Negatives
+    # from a dense or fused run: set data.run to it.
+    # [min, max]: negatives from ranks min+1..max of data.run [range_min, range_max]
+    negatives_range: list[int] | None = None
+    # drop a candidate that data.teacher_run scores above teacher(positive) - margin, the
+    # lowest-scored judged positive [absolute_margin] ...
+    false_negative_margin: float | None = None
+    # ... or above teacher(positive) - |teacher(positive)| * margin [relative_margin]
+    false_negative_relative_margin: float | None = None
 
 
 @dataclass
@@ -154,7 +164,7 @@ def check_config(config: Config) -> Config:
     """
     from transformers.trainer_utils import SchedulerType
 
-    from irdistill.data.sampling import MODES, SAMPLINGS
+    from irdistill.data.sampling import MODES, SAMPLINGS, check_mining
     from irdistill.losses import check_loss_params, get_loss
     from irdistill.models.backbones import ATTN_IMPLEMENTATIONS
 
@@ -171,6 +181,7 @@ def check_config(config: Config) -> Config:
     check_loss_params(config.loss, config.loss_params)
     _choice("data mode", d.mode, MODES)  # the wording of irdistill.data.sampling
     _choice("data.sampling", d.sampling, SAMPLINGS)
+    check_mining(d)
     _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.on_nan", t.on_nan, ON_NAN)
@@ -336,7 +347,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 #: that means "as before", so folders named by older hashes stay valid
 HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens"): None,
                 # how dropout masks are drawn, not the recipe: configs hash as before it existed
-                ("train", "fast_dropout"): True}
+                ("train", "fast_dropout"): True,
+                # hard-negative mining in labels mode, off: the groups of before it existed
+                ("data", "negatives_range"): None, ("data", "false_negative_margin"): None,
+                ("data", "false_negative_relative_margin"): None}
 
 
 def config_hash(config: Any) -> str:
