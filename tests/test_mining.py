@@ -166,3 +166,14 @@ def test_config_hashes_unchanged_without_mining():
         assert config_hash(config) == _hash_without_mining_keys(config), path
     mined = load_config(overrides=["data.false_negative_margin=0.1"])
     assert config_hash(mined) != config_hash(Config())
+
+
+def test_a_missing_teacher_run_fails_before_anything_is_read(tmp_path):
+    from irdistill.train.engine import check_inputs
+
+    config = load_config(overrides=["data.false_negative_margin=0.1",
+                                    f"data.teacher_run={tmp_path / 'nope.trec'}"])
+    with pytest.raises(IrdistillError, match="nope.trec: data.teacher_run file not found"):
+        check_inputs(config, have_collection=True, check_model=False)
+    check_inputs(load_config(overrides=[f"data.teacher_run={tmp_path / 'nope.trec'}"]),
+                 have_collection=True, check_model=False)  # not read without a margin: as before

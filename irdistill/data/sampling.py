@@ -211,7 +211,8 @@ def label_groups(run: Run, qrels: Qrels, *, negatives: int = 7, depth: int = 100
         _log_mining(mining, mined, epoch, len(groups))
     if skipped_no_pos or skipped_no_neg:
         log.info("training groups: %d queries, skipped %d without a judged positive and %d "
-                 "without negatives in the run", len(groups), skipped_no_pos, skipped_no_neg)
+                 "without negatives in the run%s", len(groups), skipped_no_pos, skipped_no_neg,
+                 " (after mining)" if mining is not None else "")
     if not groups and mined["no_teacher_positive"]:
         raise IrdistillError("data.teacher_run scores none of the judged positives of the "
                              f"{mined['no_teacher_positive']} queries, so no false-negative "

@@ -404,6 +404,9 @@ def check_inputs(config: Config, have_collection: bool = False, have_run: bool =
     key, value = files[source]
     if value and not (source == "run" and have_run):
         check_input_file(value, f"{key} file")
+    if source == "run" and d.teacher_run and (d.false_negative_margin is not None
+                                              or d.false_negative_relative_margin is not None):
+        check_input_file(d.teacher_run, "data.teacher_run file")  # mining's teacher
     if not have_collection:
         check_collection_spec(d.collection, d.split)
     if check_model:
