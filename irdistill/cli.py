@@ -240,6 +240,39 @@ def merge_runs(
 
 
 @command
+def fuse(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more TREC runs to fuse.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Fused TREC run to write.")],
+    method: Annotated[str, typer.Option(help="rrf (reciprocal rank fusion), wsum = combsum "
+                                        "(weighted sum of normalised scores) or combmnz.")]
+    = "rrf",
+    norm: Annotated[Optional[str], typer.Option(
+        help="Per query and run, before summing: minmax (default of wsum/combmnz), zscore or "
+             "none; rrf takes none.")] = None,
+    weight: Annotated[Optional[list[float]], typer.Option(
+        "--weight", "-w", help="One weight per run, in their order (repeat it; default 1 "
+                               "each).")] = None,
+    rrf_k: Annotated[float, typer.Option(help="RRF's constant k.")] = 60,
+    depth: Annotated[Optional[int], typer.Option(help="Fuse each run's top documents of each "
+                                                 "query (default: all).")] = None,
+) -> None:
+    """Fuse runs (RRF, weighted CombSUM, CombMNZ) and write the result with its provenance.
+
+    A document a run did not retrieve gets 0 from that run after normalisation (as ranx does);
+    a query missing from a run is fused from the others and counted. Formulas, papers and
+    conventions: docs/fusion.md.
+    """
+    from irdistill.evaluation.fusion import fuse_files
+
+    result = fuse_files(runs, output, method=method, norm=norm, weights=weight, k=rrf_k,
+                        depth=depth)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote the {method} fusion of {len(runs)} runs ({len(result.run)} queries) to "
+               f"{output}")
+
+
+@command
 def evaluate(
     run: Annotated[Path, typer.Argument(help="TREC run file.")],
     qrels: Annotated[str, typer.Option(help="Qrels file, or an ir_datasets id / collection folder.")],

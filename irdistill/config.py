@@ -43,6 +43,16 @@ class DataConfig:
     dev_collection: str | None = None  # the judged queries of another collection (or split)
     dev_split: str | None = None  # split of dev_collection (BEIR folders)
     dev_run: str | None = None  # candidates of the dev queries; None = as training's (see dev.py)
+    # labels mode, negatives mined as sentence-transformers' mine_hard_negatives does (names in
+    # brackets; irdistill.data.sampling.Mining, docs/fusion.md); None = as before. Negatives
+    # from a dense or fused run: set data.run to it.
+    # [min, max]: negatives from ranks min+1..max of data.run [range_min, range_max]
+    negatives_range: list[int] | None = None
+    # drop a candidate that data.teacher_run scores above teacher(positive) - margin, the
+    # lowest-scored judged positive [absolute_margin] ...
+    false_negative_margin: float | None = None
+    # ... or above teacher(positive) - |teacher(positive)| * margin [relative_margin]
+    false_negative_relative_margin: float | None = None
 
 
 @dataclass
@@ -173,7 +183,7 @@ def check_config(config: Config) -> Config:
     """
     from transformers.trainer_utils import SchedulerType
 
-    from irdistill.data.sampling import MODES, SAMPLINGS
+    from irdistill.data.sampling import MODES, SAMPLINGS, check_mining
     from irdistill.losses import check_loss_params, get_loss
     from irdistill.models.backbones import ATTN_IMPLEMENTATIONS
 
@@ -190,6 +200,7 @@ def check_config(config: Config) -> Config:
     check_loss_params(config.loss, config.loss_params)
     _choice("data mode", d.mode, MODES)  # the wording of irdistill.data.sampling
     _choice("data.sampling", d.sampling, SAMPLINGS)
+    check_mining(d)
     _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.on_nan", t.on_nan, ON_NAN)
@@ -438,7 +449,10 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens")
                 ("data", "dev_run"): None, ("train", "eval_steps"): None,
                 ("train", "eval_depth"): 100, ("train", "eval_measure"): "nDCG@10",
                 ("train", "keep_best"): False, ("train", "early_stopping_patience"): None,
-                ("train", "max_minutes"): None}
+                ("train", "max_minutes"): None,
+                # hard-negative mining in labels mode, off: the groups of before it existed
+                ("data", "negatives_range"): None, ("data", "false_negative_margin"): None,
+                ("data", "false_negative_relative_margin"): None}
 
 
 def config_hash(config: Any) -> str:

@@ -4,7 +4,10 @@ A group feeds one row of the ``[queries, list_size]`` score tensor that every lo
 Group builders are registered by data mode in :data:`MODES` (``data.mode`` in the config):
 
 * ``labels``: qrels + a candidate run -> 1 judged positive + ``negatives`` sampled from the
-  run's top-``depth``; targets are the qrels labels.
+  run's top-``depth``; targets are the qrels labels. Optionally the negatives are mined as
+  sentence-transformers' ``mine_hard_negatives`` does (:class:`Mining`: a rank window, and
+  candidates a teacher scores within a margin of the positive dropped as likely false
+  negatives).
 * ``teacher_scores``: a run whose scores are a teacher's -> ``negatives + 1`` documents of
   the teacher's top-``depth`` with the teacher's scores as targets (optionally a judged
   positive forced into slot 0).
@@ -84,21 +87,119 @@ def mode_source(mode: str) -> str:
     return MODE_SOURCES[mode]
 
 
+#: DataConfig keys of hard-negative mining (labels mode); None = not used
+MINING_KEYS = ("negatives_range", "false_negative_margin", "false_negative_relative_margin")
+
+
+@dataclass
+class Mining:
+    """How ``labels`` mode mines its negatives, with the names of sentence-transformers'
+    ``mine_hard_negatives`` in brackets.
+
+    * ``rank_range`` ``(lo, hi)`` [``range_min``, ``range_max``]: negatives come from ranks
+      ``lo + 1`` to ``hi`` of the candidate run (its own order, judged positives counted),
+      e.g. ``(10, 100)`` skips the run's top 10, where unjudged relevant documents gather.
+    * ``margin`` [``absolute_margin``]: a candidate is dropped when
+      ``teacher(candidate) + margin > teacher(positive)``; ``relative_margin``
+      [``relative_margin``]: when ``teacher(candidate) > teacher(positive) -
+      |teacher(positive)| * relative_margin``. As there, ``teacher(positive)`` is the *lowest*
+      teacher score of the query's judged positives (the safe side), so the filter is the same
+      whichever positive a group holds. ``teacher`` is a run of the teacher's scores
+      (``data.teacher_run``, e.g. from ``irdistill teach ensemble --add-positives``); a candidate
+      it did not score is dropped (it cannot be checked), and a query none of whose positives it
+      scored is skipped; both are counted in the log.
+
+    Judged relevant documents are never negatives, with or without mining. The survivors keep
+    the run's order; ``data.sampling`` picks among them (``top``: the hardest; ``random``).
+    """
+
+    rank_range: tuple[int, int] | None = None
+    margin: float | None = None
+    relative_margin: float | None = None
+    teacher: Run | None = None
+
+    @property
+    def filters(self) -> bool:
+        return self.margin is not None or self.relative_margin is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.margin is not None:
+            parts.append(f"absolute {self.margin:g}")
+        if self.relative_margin is not None:
+            parts.append(f"relative {self.relative_margin:g}")
+        return " and ".join(parts)
+
+
+def check_mining(data, where: str = "data") -> None:
+    """Check the mining keys of a DataConfig (``data``) against its mode, depth and teacher."""
+    used = [k for k in MINING_KEYS if getattr(data, k, None) is not None]
+    if not used:
+        return
+    if data.mode != "labels":
+        raise IrdistillError(f"{where}.{used[0]} mines negatives for data.mode=labels, not "
+                             f"{data.mode}", hint=f"set {where}.mode=labels or remove "
+                                                  f"{where}.{used[0]}")
+    window = data.negatives_range
+    if window is not None and (len(window) != 2 or not 0 <= window[0] < window[1] <= data.depth):
+        raise IrdistillError(f"{where}.negatives_range={window} must be [min, max] with "
+                             f"0 <= min < max <= {where}.depth ({data.depth})",
+                             hint="e.g. [10, 100]: the candidates ranked 11 to 100")
+    for key in ("false_negative_margin", "false_negative_relative_margin"):
+        value = getattr(data, key)
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise IrdistillError(f"{where}.{key}={value} must be a finite number, at least 0")
+    if (data.false_negative_margin is not None or data.false_negative_relative_margin
+            is not None) and not data.teacher_run:
+        raise IrdistillError(f"the false-negative margins of {where} need {where}.teacher_run, "
+                             "a run of the teacher's scores of the candidates and positives",
+                             hint="e.g. irdistill teach ensemble COLLECTION --run CANDIDATES "
+                                  "--add-positives ..., then --set data.teacher_run=OUT/"
+                                  "ensemble.trec")
+
+
+def mining_options(data) -> dict:
+    """The ``mining`` argument of :func:`label_groups` for a DataConfig: ``{}`` when no mining
+    key is set (groups exactly as before), else ``{"mining": Mining(...)}`` with the teacher's
+    run read (once, for every epoch)."""
+    check_mining(data)
+    if all(getattr(data, k, None) is None for k in MINING_KEYS):
+        return {}
+    from irdistill.data.trec import read_run
+
+    mining = Mining(rank_range=tuple(data.negatives_range) if data.negatives_range else None,
+                    margin=data.false_negative_margin,
+                    relative_margin=data.false_negative_relative_margin)
+    if mining.filters:
+        mining.teacher = read_run(data.teacher_run)
+    return {"mining": mining}
+
+
 @register_mode("labels", "run")
 def label_groups(run: Run, qrels: Qrels, *, negatives: int = 7, depth: int = 100,
-                 sampling: str = "random", seed: int = 0, epoch: int = 0, **_) -> list[Group]:
+                 sampling: str = "random", seed: int = 0, epoch: int = 0,
+                 mining: Mining | None = None, **_) -> list[Group]:
     """One positive (a judged relevant document) and ``negatives`` sampled from the run's
-    top-``depth`` documents that are not judged relevant. Targets are the qrels labels."""
+    top-``depth`` documents that are not judged relevant. Targets are the qrels labels.
+    ``mining`` narrows the candidates (see :class:`Mining`)."""
     rng = np.random.default_rng([seed, epoch])
     groups = []
     skipped_no_pos = skipped_no_neg = 0
+    mined = {"candidates": 0, "margin": 0, "unscored": 0, "no_teacher_positive": 0}
     for qid in sorted(run):
         judged = qrels.get(qid, {})
         positives = sorted(d for d, rel in judged.items() if rel > 0)
         if not positives:
             skipped_no_pos += 1
             continue
-        candidates = [d for d, _ in ranked(run[qid], depth) if judged.get(d, 0) <= 0]
+        ranking = ranked(run[qid], depth)
+        if mining is not None and mining.rank_range is not None:
+            ranking = ranking[mining.rank_range[0]:mining.rank_range[1]]
+        candidates = [d for d, _ in ranking if judged.get(d, 0) <= 0]
+        if mining is not None and mining.filters:
+            candidates = _drop_false_negatives(mining, qid, positives, candidates, mined)
+            if candidates is None:
+                continue
         if not candidates:
             skipped_no_neg += 1
             continue
@@ -106,10 +207,64 @@ def label_groups(run: Run, qrels: Qrels, *, negatives: int = 7, depth: int = 100
         chosen = pick(candidates, negatives, sampling, rng)
         docs = [positive, *chosen]
         groups.append(Group(qid, docs, [float(judged.get(d, 0)) for d in docs]))
+    if mining is not None:
+        _log_mining(mining, mined, epoch, len(groups))
     if skipped_no_pos or skipped_no_neg:
         log.info("training groups: %d queries, skipped %d without a judged positive and %d "
-                 "without negatives in the run", len(groups), skipped_no_pos, skipped_no_neg)
+                 "without negatives in the run%s", len(groups), skipped_no_pos, skipped_no_neg,
+                 " (after mining)" if mining is not None else "")
+    if not groups and mined["no_teacher_positive"]:
+        raise IrdistillError("data.teacher_run scores none of the judged positives of the "
+                             f"{mined['no_teacher_positive']} queries, so no false-negative "
+                             "margin can be applied",
+                             hint="score the positives too (irdistill teach ensemble "
+                                  "--add-positives), or check that the runs share query ids")
     return groups
+
+
+def _drop_false_negatives(mining: Mining, qid: str, positives: list[str],
+                          candidates: list[str], mined: dict) -> list[str] | None:
+    """The candidates the teacher scores clearly below the positive (None: the teacher scored
+    no positive of the query, which is skipped); counts what it drops in ``mined``."""
+    scores = (mining.teacher or {}).get(qid, {})
+    scored = [scores[p] for p in positives if p in scores]
+    if not scored:
+        mined["no_teacher_positive"] += 1
+        return None
+    positive = min(scored)  # the hardest positive, as sentence-transformers does
+    kept = []
+    for d in candidates:
+        mined["candidates"] += 1
+        if d not in scores:
+            mined["unscored"] += 1
+        elif (mining.margin is not None and scores[d] + mining.margin > positive) or (
+                mining.relative_margin is not None
+                and scores[d] > positive - abs(positive) * mining.relative_margin):
+            mined["margin"] += 1
+        else:
+            kept.append(d)
+    return kept
+
+
+def _log_mining(mining: Mining, mined: dict, epoch: int, n_groups: int) -> None:
+    window = (f"ranks {mining.rank_range[0] + 1}-{mining.rank_range[1]}" if mining.rank_range
+              else "the run's top-depth")
+    if not mining.filters:
+        log.info("hard negatives (epoch %d): from %s of the run, %d groups", epoch, window,
+                 n_groups)
+        return
+    total = max(1, mined["candidates"])
+    log.info("hard negatives (epoch %d): of %d candidates in %s, dropped %d (%.1f%%) within the "
+             "teacher's %s margin of the positive and %d (%.1f%%) the teacher did not score; "
+             "skipped %d queries whose positives the teacher did not score; %d groups", epoch,
+             mined["candidates"], window, mined["margin"], 100 * mined["margin"] / total,
+             mining.describe(), mined["unscored"], 100 * mined["unscored"] / total,
+             mined["no_teacher_positive"], n_groups)
+    if mined["unscored"] or mined["no_teacher_positive"]:
+        log.warning("hard negatives: the teacher run lacks %d candidates and every positive of "
+                    "%d queries; score the candidate run to data.depth, with the positives "
+                    "(irdistill teach ensemble --run RUN --depth D --add-positives)",
+                    mined["unscored"], mined["no_teacher_positive"])
 
 
 def teacher_groups(run: Run, qrels: Qrels | None, *, targets: str, negatives: int = 7,

@@ -54,7 +54,7 @@ from torch.utils.data import Dataset, IterableDataset
 from irdistill.config import (Config, TrainConfig, check_config, config_hash, dump_yaml,
                               resolve_stage, to_dict)
 from irdistill.data.collection import Collection, load_collection
-from irdistill.data.sampling import Group, build_groups, mode_source
+from irdistill.data.sampling import Group, build_groups, mining_options, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write, check_output_folder
@@ -491,6 +491,9 @@ def check_inputs(config: Config, have_collection: bool = False, have_run: bool =
     key, value = files[source]
     if value and not (source == "run" and have_run):
         check_input_file(value, f"{key} file")
+    if source == "run" and d.teacher_run and (d.false_negative_margin is not None
+                                              or d.false_negative_relative_margin is not None):
+        check_input_file(d.teacher_run, "data.teacher_run file")  # mining's teacher
     if not have_collection:
         check_collection_spec(d.collection, d.split)
     for key in ("dev_run", "dev_queries"):
@@ -536,13 +539,14 @@ def build_training_groups(config: Config, collection: Collection, run: Run
         keep = sorted(run)[: config.data.max_queries]
         run = {q: run[q] for q in keep}
     epochs = max(1, math.ceil(config.train.epochs))
+    mining = mining_options(config.data)  # {} unless labels mode mines its negatives
     groups: list[Group] = []
     for epoch in range(epochs):
         groups += build_groups(config.data.mode, epoch=epoch, run=run, qrels=collection.qrels,
                                collection=collection, negatives=config.data.negatives,
                                depth=config.data.depth, sampling=config.data.sampling,
                                seed=config.train.seed, teacher_run=config.data.teacher_run,
-                               force_positive=config.data.force_positive)
+                               force_positive=config.data.force_positive, **mining)
     per_epoch = len(groups) // epochs
     return groups[: max(1, round(per_epoch * config.train.epochs))]
 
