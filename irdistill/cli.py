@@ -466,15 +466,19 @@ def _candidates(collection_spec: str, split: Optional[str], run: Optional[Path],
 def ensemble(
     collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
     teacher: Annotated[list[str], typer.Option(
-        "--teacher", "-t", help="A cross-encoder (folder, hub name, 'minilm') or a run file of "
-                                "its scores; NAME=MODEL names it. Repeat for each teacher.")],
+        "--teacher", "-t", help="A teacher: a cross-encoder (folder, hub name, 'minilm'; or "
+                                "ce:MODEL), a bi-encoder (bi:MODEL or dense:MODEL, e.g. "
+                                "bi:minilm), bm25 (BM25 of each candidate), or a run file of "
+                                "its scores; NAME=SPEC names it. Repeat for each teacher.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: NAME.trec, "
                                          "NAME.provenance.json and teachers/.")],
     run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
     = None,
     depth: Annotated[int, typer.Option(help="Candidates per query scored by every teacher.")] = 20,
     normalisation: Annotated[str, typer.Option(
-        help="Per teacher and query before the mean: none (Hofstaetter), zscore or minmax.")]
+        "--normalisation", "--normalise",
+        help="Per teacher and query before the mean: none (Hofstaetter), zscore or minmax "
+             "(teachers of different scales, e.g. BM25 + a bi-encoder: zscore).")]
     = "none",
     name: Annotated[str, typer.Option(help="Name of the ensemble's run in OUTPUT.")] = "ensemble",
     add_positives: Annotated[bool, typer.Option(
@@ -482,15 +486,21 @@ def ensemble(
                                 "top-depth (targets for every training positive).")] = False,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
     batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 64,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, bf16, fp16 or auto (default: fp32 for cross-encoders; auto, as dense "
+             "retrieval, for bi-encoders, so that they share its cached document embeddings).")]
+    = None,
     max_doc_length: Annotated[Optional[int], typer.Option(
-        help="Document tokens kept (default: each teacher's own).")] = None,
+        help="Document tokens kept (default: each teacher's own; a bi-encoder's one length for "
+             "queries and documents).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")] = None,
 ) -> None:
-    """Score the top candidates with cross-encoder teachers and write the mean of their scores.
+    """Score the top candidates with teachers (cross-encoders, bi-encoders, BM25, runs) and
+    write the mean of their scores, normalised per teacher and query as --normalisation says.
 
-    Each teacher's scores are kept in OUTPUT/teachers/, so another ensemble of the same teachers
-    on the same candidates scores nothing; interrupted scoring resumes when run again. Train on
+    A hybrid teacher: --teacher bm25 --teacher bi:minilm --normalisation zscore. Each computed
+    teacher's scores are kept in OUTPUT/teachers/, so another ensemble of the same teachers on
+    the same candidates scores nothing; interrupted scoring resumes when run again. Train on
     the result with data.mode=teacher_scores and data.teacher_run=OUTPUT/NAME.trec.
     """
     from irdistill.teachers.ensemble import ScoringSettings, build_ensemble

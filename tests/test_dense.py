@@ -1,5 +1,6 @@
-"""Dense retrieval (bi-encoders, the embeddings cache, exact and FAISS search) on a toy corpus
-with the bundled MiniLM bi-encoder."""
+"""Dense retrieval (bi-encoders, the embeddings cache, exact and FAISS search) and any scorer as
+a teacher (BM25 + bi-encoder hybrids in ``teach ensemble``), on a toy corpus with the bundled
+MiniLM bi-encoder."""
 import json
 
 import numpy as np
@@ -11,8 +12,10 @@ from irdistill.data.collection import load_collection
 from irdistill.data.trec import read_run
 from irdistill.errors import IrdistillError
 from irdistill.retrieval import dense
+from irdistill.retrieval.bm25 import bm25_run, bm25_scores
 from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings, dense_run,
                                        dense_scores)
+from irdistill.teachers.ensemble import Teacher
 
 runner = CliRunner()
 FP32 = DenseSettings(precision="fp32")
@@ -197,6 +200,67 @@ def test_interrupted_build_resumes_from_finished_chunks(toy, tmp_path, encoder, 
     fresh = DenseIndex.build(coll, encoder, settings, tmp_path / "fresh")
     assert resumed.doc_ids == fresh.doc_ids
     assert np.array_equal(np.asarray(resumed.embeddings), np.asarray(fresh.embeddings))
+
+
+def test_bm25_scores_of_candidates_match_the_bm25_run(toy):
+    coll = load_collection(toy)
+    run = bm25_run(coll, k=len(DOCS))
+    candidates = {q: list(DOCS) for q in QUERIES}
+    scores = bm25_scores(coll, candidates)
+    for qid in QUERIES:
+        for d in DOCS:
+            assert scores[qid][d] == pytest.approx(run.get(qid, {}).get(d, 0.0))
+
+
+def test_teacher_specs():
+    assert Teacher.parse("bm25") == Teacher("bm25", "bm25", "bm25")
+    assert Teacher.parse("bi:minilm") == Teacher("bi-minilm", "minilm", "bi-encoder")
+    assert Teacher.parse("emb=dense:runs/bi/model") == Teacher("emb", "runs/bi/model",
+                                                               "bi-encoder")
+    assert Teacher.parse("ce:minilm") == Teacher("minilm", "minilm")
+    assert Teacher.parse("minilm-ce=minilm").kind == "cross-encoder"
+    with pytest.raises(IrdistillError, match="names no model"):
+        Teacher.parse("bi:")
+
+
+def test_hybrid_teacher_is_the_zscore_mean(toy, tmp_path, encoder, minilm_path):
+    coll = load_collection(toy)
+    candidates = {"q-life": ["cell", "mito", "rain", "dog"], "q-star": ["star", "sun", "cat"]}
+    run_file = tmp_path / "candidates.trec"
+    run_file.write_text("".join(f"{q} Q0 {d} {r + 1} {10 - r} first\n"
+                                for q, docs in candidates.items() for r, d in enumerate(docs)))
+    out = tmp_path / "hybrid"
+    args = ("teach", "ensemble", toy, "--run", run_file, "--depth", 10, "--teacher", "bm25",
+            "--teacher", "bi:minilm", "--normalise", "zscore", "--precision", "fp32",
+            "--output", out)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "teacher bm25: scored" in result.output and "teacher bi-minilm: scored" in result.output
+    hybrid = read_run(out / "ensemble.trec")
+    # by hand: BM25 from the run of all documents, cosines from sentence-transformers, z-scores
+    bm25 = bm25_run(coll, k=len(DOCS))
+    cos = brute_force_cosine(minilm_path)
+    doc_row = {d: i for i, d in enumerate(DOCS)}
+    query_row = {q: i for i, q in enumerate(QUERIES)}
+
+    def z(values):
+        values = np.asarray(values, dtype=np.float64)
+        return (values - values.mean()) / values.std()
+
+    for qid, docs in candidates.items():
+        b = z([bm25.get(qid, {}).get(d, 0.0) for d in docs])
+        c = z([cos[query_row[qid], doc_row[d]] for d in docs])
+        expected = (b + c) / 2
+        assert [hybrid[qid][d] for d in docs] == pytest.approx(list(expected), abs=1e-4)
+    provenance = json.loads((out / "ensemble.provenance.json").read_text())
+    assert [t["kind"] for t in provenance["teachers"]] == ["bm25", "bi-encoder"]
+    assert provenance["normalisation"] == "zscore"
+    # another ensemble of the same teachers on the same candidates scores nothing
+    reused = invoke(*args[:-2], "--name", "hybrid2", "--output", out)
+    assert reused.exit_code == 0, reused.output
+    assert "teacher bm25: reused" in reused.output
+    assert "teacher bi-minilm: reused" in reused.output
+    assert read_run(out / "hybrid2.trec") == hybrid
 
 
 def one_error_line(result) -> str:
