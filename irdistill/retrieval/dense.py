@@ -504,12 +504,13 @@ class DenseIndex:
 def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
                  block_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` dot products of ``queries`` against the rows of ``embeddings`` (memory-mapped
-    is fine): blocks of at most ``block_elements`` scores, a running top-k per query."""
+    is fine): blocks of documents that hold at most ``block_elements`` values and give at most
+    as many scores (at least 1024 documents), a running top-k per query."""
     import torch
 
-    n = embeddings.shape[0]
+    n, dim = embeddings.shape
     q_block = max(1, min(len(queries), 4096))
-    d_block = max(1024, block_elements // q_block)
+    d_block = max(1024, min(block_elements // q_block, block_elements // max(1, dim)))
     out_scores = np.empty((len(queries), k), dtype=np.float32)
     out_rows = np.empty((len(queries), k), dtype=np.int64)
     for qs in range(0, len(queries), q_block):
