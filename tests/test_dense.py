@@ -104,6 +104,31 @@ def test_dense_run_equals_brute_force_cosine(toy, tmp_path, encoder, minilm_path
                 assert scores[qid][d] == pytest.approx(run[qid][d], abs=1e-5)
 
 
+def test_the_models_own_prompts_are_used(tmp_path, tiny_bert, toy):
+    """A model saved with a query and a passage prompt: queries and documents get their own
+    (sentence-transformers adds an empty 'document' prompt, which does not hide 'passage');
+    the prompts key the cache (another folder than the same weights without prompts)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_bert, device="cpu",
+                                prompts={"query": "query: ", "passage": "passage: "})
+    folder = tmp_path / "prompted"
+    model.save(str(folder))
+    encoder = BiEncoder.from_pretrained(str(folder), precision="fp32")
+    assert (encoder.query_prompt, encoder.document_prompt) == ("query: ", "passage: ")
+    texts = list(DOCS.values())[:3]
+    assert model.prompts["document"] == ""
+    assert np.allclose(encoder.encode_documents(texts), model.encode(texts, prompt="passage: "),
+                       atol=1e-6)
+    assert np.allclose(encoder.encode_queries(texts), model.encode_query(texts), atol=1e-6)
+    assert not np.allclose(encoder.encode_queries(texts), encoder.encode_documents(texts))
+    plain = BiEncoder.from_pretrained(tiny_bert, precision="fp32")
+    assert plain.fingerprint != encoder.fingerprint
+    coll = load_collection(toy)
+    assert (DenseIndex.folder_for(plain, coll, FP32, tmp_path)
+            != DenseIndex.folder_for(encoder, coll, FP32, tmp_path))
+
+
 def test_faiss_search_equals_exact(toy, tmp_path, encoder):
     pytest.importorskip("faiss")
     coll = load_collection(toy)

@@ -4,8 +4,9 @@ A bi-encoder is any sentence-transformers model (a folder or a hub name; ``minil
 bundled all-MiniLM-L6-v2), loaded with ``sentence_transformers.SentenceTransformer`` and used as
 it is: its own pooling and normalisation modules, and its own prompts
 (``config_sentence_transformers.json``: the ``query`` prompt for queries, the first of
-``document`` / ``passage`` / ``corpus`` for documents, as ``encode_query`` /
-``encode_document`` choose them). The score of a (query, document) pair is the dot product of
+``document`` / ``passage`` / ``corpus`` that is not empty for documents, as ``encode_query``
+/ ``encode_document`` choose them, but for the empty ``document`` prompt that
+sentence-transformers adds to every model). The score of a (query, document) pair is the dot product of
 their embeddings: the cosine similarity when the model ends in a ``Normalize`` module (the
 bundled MiniLM does), the raw inner product otherwise.
 
@@ -186,12 +187,17 @@ class BiEncoder:
         return cls(model, name_or_path, path, max_length=max_length, precision=precision,
                    device=device)
 
-    # -- prompts, exactly as sentence-transformers' encode_query / encode_document pick them --
+    # -- prompts: as sentence-transformers' encode_query / encode_document pick them, except
+    # that an empty prompt does not hide a later one: sentence-transformers (6.3) adds
+    # ``"document": ""`` to every model's prompts, so its encode_document would drop the
+    # ``passage`` prompt of an e5-style model ({"query": "query: ", "passage": "passage: "})
     def _prompt(self, names: Sequence[str]) -> str:
         prompts = self.model.prompts or {}
         for name in names:
-            if name in prompts:
-                return prompts[name] or ""
+            if prompts.get(name):
+                return prompts[name]
+        if any(name in prompts for name in names):  # defined, and empty: no prompt
+            return ""
         default = getattr(self.model, "default_prompt_name", None)
         return (prompts.get(default) or "") if default else ""
 
