@@ -79,22 +79,76 @@ def retrieve(
     output: Annotated[Path, typer.Option("--output", "-o", help="TREC run to write.")],
     k: Annotated[int, typer.Option(help="Documents per query.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
-    k1: Annotated[float, typer.Option(help="BM25 k1.")] = 1.5,
-    b: Annotated[float, typer.Option(help="BM25 b.")] = 0.75,
-    stemmer: Annotated[Optional[str], typer.Option(help="Stemmer language, e.g. english.")]
+    model: Annotated[Optional[str], typer.Option(
+        help="Dense retrieval with this bi-encoder: a sentence-transformers folder, a hub name "
+             "or 'minilm' (the bundled all-MiniLM-L6-v2). Default: BM25.")] = None,
+    k1: Annotated[Optional[float], typer.Option(help="BM25 k1 (default 1.5).")] = None,
+    b: Annotated[Optional[float], typer.Option(help="BM25 b (default 0.75).")] = None,
+    stemmer: Annotated[Optional[str], typer.Option(
+        help="BM25 stemmer language, e.g. english (default: none).")] = None,
+    max_length: Annotated[Optional[int], typer.Option(
+        help="Dense: tokens kept of a query or document (default: the model's max_seq_length).")]
     = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="Dense: fp32, bf16, fp16 (autocast) or auto (bf16 where the device has it "
+             "natively, else fp32). Default: auto.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Dense: texts per forward pass, sorted by length (default 32).")] = None,
+    search: Annotated[Optional[str], typer.Option(
+        help="Dense: exact (chunked matrix product over the memory-mapped embeddings, default) "
+             "or faiss (flat inner-product index in memory; needs faiss-cpu).")] = None,
+    embedding_dtype: Annotated[Optional[str], typer.Option(
+        help="Dense: cached embeddings as float32 (default) or float16 (half the disk).")]
+    = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="Dense: cpu, cuda, cuda:1 ... (default: best).")] = None,
 ) -> None:
-    """BM25 first stage (bm25s): write the top-k of every query as a TREC run."""
+    """First stage: BM25 (bm25s), or dense retrieval with --model; write the top-k of every
+    query as a TREC run with its provenance beside it.
+
+    Both cache what they build under $IRDISTILL_CACHE (default ~/.cache/irdistill): the BM25
+    index, or the bi-encoder's document embeddings (keyed by model, documents and settings;
+    an interrupted encoding resumes). Dense scores are dot products of the embeddings: cosine
+    for models that normalise (the bundled MiniLM does).
+    """
     from irdistill.data.collection import load_collection
     from irdistill.io import check_output_file
-    from irdistill.retrieval.bm25 import BM25Settings, write_bm25_run
 
     check_output_file(output, "output run")
     if k < 1:
         raise IrdistillError(f"--k {k} must be at least 1")
-    coll = load_collection(collection, split)
-    run = write_bm25_run(output, coll, k, BM25Settings(k1=k1, b=b, stemmer=stemmer),
-                         source=str(collection))
+    dense_options = {"--max-length": max_length, "--precision": precision,
+                     "--batch-size": batch_size, "--search": search,
+                     "--embedding-dtype": embedding_dtype, "--device": device}
+    bm25_options = {"--k1": k1, "--b": b, "--stemmer": stemmer}
+    if model is None:
+        given = [name for name, value in dense_options.items() if value is not None]
+        if given:
+            raise IrdistillError(f"{', '.join(given)} is a dense retrieval option",
+                                 hint="add --model NAME (e.g. --model minilm), or leave it out")
+        from irdistill.retrieval.bm25 import BM25Settings, write_bm25_run
+
+        coll = load_collection(collection, split)
+        settings = BM25Settings(k1=1.5 if k1 is None else k1, b=0.75 if b is None else b,
+                                stemmer=stemmer)
+        run = write_bm25_run(output, coll, k, settings, source=str(collection))
+    else:
+        given = [name for name, value in bm25_options.items() if value is not None]
+        if given:
+            raise IrdistillError(f"{', '.join(given)} is a BM25 option, and --model asks for "
+                                 "dense retrieval", hint="leave out one or the other")
+        from irdistill.models.cross_encoder import resolve_model_path
+        from irdistill.retrieval.dense import DenseSettings, check_search, write_dense_run
+
+        settings = DenseSettings(max_length=max_length, precision=precision or "auto",
+                                 batch_size=batch_size or 32, dtype=embedding_dtype or "float32",
+                                 device=device)
+        settings.check()
+        check_search(search or "exact")
+        resolve_model_path(model)  # a missing model folder fails before any work
+        coll = load_collection(collection, split)
+        run = write_dense_run(output, coll, model, k, settings, search=search or "exact",
+                              source=str(collection))
     typer.echo(f"wrote {sum(len(d) for d in run.values())} results for {len(run)} queries "
                f"to {output}")
 
@@ -445,15 +499,19 @@ def _candidates(collection_spec: str, split: Optional[str], run: Optional[Path],
 def ensemble(
     collection: Annotated[str, typer.Argument(help="ir_datasets id, BEIR folder or plain folder.")],
     teacher: Annotated[list[str], typer.Option(
-        "--teacher", "-t", help="A cross-encoder (folder, hub name, 'minilm') or a run file of "
-                                "its scores; NAME=MODEL names it. Repeat for each teacher.")],
+        "--teacher", "-t", help="A teacher: a cross-encoder (folder, hub name, 'minilm'; or "
+                                "ce:MODEL), a bi-encoder (bi:MODEL or dense:MODEL, e.g. "
+                                "bi:minilm), bm25 (BM25 of each candidate), or a run file of "
+                                "its scores; NAME=SPEC names it. Repeat for each teacher.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: NAME.trec, "
                                          "NAME.provenance.json and teachers/.")],
     run: Annotated[Optional[Path], typer.Option(help="Candidate run (default: BM25 top-depth).")]
     = None,
     depth: Annotated[int, typer.Option(help="Candidates per query scored by every teacher.")] = 20,
     normalisation: Annotated[str, typer.Option(
-        help="Per teacher and query before the mean: none (Hofstaetter), zscore or minmax.")]
+        "--normalisation", "--normalise",
+        help="Per teacher and query before the mean: none (Hofstaetter), zscore or minmax "
+             "(teachers of different scales, e.g. BM25 + a bi-encoder: zscore).")]
     = "none",
     name: Annotated[str, typer.Option(help="Name of the ensemble's run in OUTPUT.")] = "ensemble",
     add_positives: Annotated[bool, typer.Option(
@@ -461,15 +519,21 @@ def ensemble(
                                 "top-depth (targets for every training positive).")] = False,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
     batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 64,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="fp32, bf16, fp16 or auto (default: fp32 for cross-encoders; auto, as dense "
+             "retrieval, for bi-encoders, so that they share its cached document embeddings).")]
+    = None,
     max_doc_length: Annotated[Optional[int], typer.Option(
-        help="Document tokens kept (default: each teacher's own).")] = None,
+        help="Document tokens kept (default: each teacher's own; a bi-encoder's one length for "
+             "queries and documents).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")] = None,
 ) -> None:
-    """Score the top candidates with cross-encoder teachers and write the mean of their scores.
+    """Score the top candidates with teachers (cross-encoders, bi-encoders, BM25, runs) and
+    write the mean of their scores, normalised per teacher and query as --normalisation says.
 
-    Each teacher's scores are kept in OUTPUT/teachers/, so another ensemble of the same teachers
-    on the same candidates scores nothing; interrupted scoring resumes when run again. Train on
+    A hybrid teacher: --teacher bm25 --teacher bi:minilm --normalisation zscore. Each computed
+    teacher's scores are kept in OUTPUT/teachers/, so another ensemble of the same teachers on
+    the same candidates scores nothing; interrupted scoring resumes when run again. Train on
     the result with data.mode=teacher_scores and data.teacher_run=OUTPUT/NAME.trec.
     """
     from irdistill.teachers.ensemble import ScoringSettings, build_ensemble

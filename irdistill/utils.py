@@ -36,7 +36,8 @@ def default_device() -> str:
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("bm25s", "transformers", "urllib3", "httpx", "filelock"):
+    for noisy in ("bm25s", "transformers", "sentence_transformers", "urllib3", "httpx",
+                  "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_ir_datasets(logging.DEBUG if verbose else logging.WARNING)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,12 +134,40 @@ class BM25:
             log.warning("%d queries have no BM25 term in the index and get no candidates", empty)
         return run
 
+    def score(self, queries: dict[str, str], candidates: Mapping[str, Iterable[str]]) -> Run:
+        """The BM25 score of each (query, document) of a candidate set (a run, or query id ->
+        document ids): the scores ``search`` gives, and 0 for a document without a query term."""
+        row = {d: i for i, d in enumerate(self.doc_ids)}
+        qids = [q for q in candidates if q in queries]
+        ids = self.tokenizer.tokenize([queries[q] for q in qids], update_vocab=False,
+                                      return_as="ids", show_progress=False)
+        run: Run = {}
+        for qid, tokens in zip(qids, ids):
+            docs = list(candidates[qid])
+            missing = [d for d in docs if d not in row]
+            if missing:
+                from irdistill.data.collection import missing_docs_error
+
+                raise missing_docs_error(missing, "of this BM25 index")
+            scores = (self.retriever.get_scores_from_ids(list(tokens)) if tokens
+                      else np.zeros(len(self.doc_ids)))
+            run[qid] = {d: float(scores[row[d]]) for d in docs}
+        return run
+
 
 def bm25_run(collection: Collection, k: int = 100, settings: BM25Settings = BM25Settings(),
              query_ids=None) -> Run:
     """BM25 top-``k`` for the collection's queries (or the given subset)."""
     queries = collection.queries if query_ids is None else collection.query_texts(query_ids)
     return BM25.build(collection, settings).search(queries, k)
+
+
+def bm25_scores(collection: Collection, candidates: Mapping[str, Iterable[str]],
+                settings: BM25Settings = BM25Settings()) -> Run:
+    """BM25 scores of the given (query, document) candidates, from the collection's cached
+    index (what a BM25 teacher of ``irdistill teach ensemble`` scores)."""
+    queries = collection.query_texts(candidates)
+    return BM25.build(collection, settings).score(queries, candidates)
 
 
 def write_bm25_run(path, collection: Collection, k: int = 100,

@@ -1,4 +1,19 @@
-"""Ensembles of cross-encoder teachers: score the top candidates of a run, combine the scores.
+"""Ensembles of teachers: score the top candidates of a run with each, combine the scores.
+
+A teacher is any scorer (``--teacher [NAME=]SPEC`` on the command line):
+
+* a cross-encoder: a model folder, a hub name or ``minilm`` (``ce:MODEL`` says so explicitly);
+* a bi-encoder: ``bi:MODEL`` or ``dense:MODEL`` (a sentence-transformers folder, a hub name,
+  ``minilm``): the dot product of the query's and the document's embeddings
+  (:func:`irdistill.retrieval.dense.dense_scores`, cosine for a normalising model), document
+  embeddings from the shared dense cache;
+* ``bm25``: BM25 (bm25s, default settings) computed for each candidate from the collection's
+  cached index (0 for a candidate without a query term);
+* a run file that holds its scores already (an imported or earlier run: the candidate run's own
+  first-stage scores, for example).
+
+A hybrid teacher (BM25 + a bi-encoder, z-scores per query, mean) is
+``--teacher bm25 --teacher bi:minilm --normalisation zscore``.
 
 Hofstaetter et al. (2020, arXiv 2010.02666) train Margin-MSE students on the mean of the raw
 scores of three cross-encoders (BERT-Base, BERT-Large, ALBERT-Large). Teachers trained with
@@ -9,17 +24,18 @@ teacher and per query before the mean:
 * ``zscore``: ``(s - mean_q) / std_q`` over the query's candidates (0 when all are equal);
 * ``minmax``: ``(s - min_q) / (max_q - min_q)`` (0 when all are equal).
 
-Each model teacher's scores are kept in the teacher store (:mod:`irdistill.teachers.store`), so
-another ensemble of the same teachers on the same candidates scores nothing, and interrupted
-scoring resumes from the checkpoint of :func:`irdistill.evaluation.rerank.rerank_run`. A teacher
-may also be a run file that holds its scores already (an imported or earlier run).
+Each computed teacher's scores (cross-encoder, bi-encoder, BM25) are kept in the teacher store
+(:mod:`irdistill.teachers.store`), so another ensemble of the same teachers on the same
+candidates scores nothing; interrupted cross-encoder scoring resumes from the checkpoint of
+:func:`irdistill.evaluation.rerank.rerank_run`, and an interrupted bi-encoder from its finished
+chunks of document embeddings.
 """
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +55,64 @@ NORMALISATIONS = ("none", "zscore", "minmax")
 RUN_SUFFIXES = (".trec", ".run", ".txt", ".tsv")
 
 
+#: kinds of teachers, and the prefixes that name them in a teacher's spec
+TEACHER_KINDS = ("cross-encoder", "bi-encoder", "bm25", "run")
+BI_PREFIXES = ("bi:", "dense:")
+CE_PREFIX = "ce:"
+BM25_KEYWORD = "bm25"
+
+
 @dataclass(frozen=True)
 class Teacher:
-    """A teacher: a cross-encoder (hub name, folder, ``minilm``) or a run file of its scores."""
+    """A teacher: a cross-encoder or a bi-encoder (``source`` is the model: hub name, folder,
+    ``minilm``), BM25 (``source`` ``bm25``) or a run file of its scores. ``kind`` None: a run
+    file if ``source`` is one, else a cross-encoder."""
 
     name: str
     source: str
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            path = Path(self.source)
+            is_run = path.is_file() and path.suffix in RUN_SUFFIXES
+            object.__setattr__(self, "kind", "run" if is_run else "cross-encoder")
+        elif self.kind not in TEACHER_KINDS:
+            raise unknown_name("teacher kind", self.kind, TEACHER_KINDS)
 
     @classmethod
     def parse(cls, spec: str) -> Teacher:
-        """``NAME=SOURCE`` or ``SOURCE`` (the name is then derived from the source)."""
+        """``NAME=SPEC`` or ``SPEC`` (the name is then derived from it), where ``SPEC`` is a
+        cross-encoder (``MODEL`` or ``ce:MODEL``), a bi-encoder (``bi:MODEL``,
+        ``dense:MODEL``), ``bm25``, or a run file of scores."""
+        name = None
+        source = spec
         if "=" in spec and not Path(spec).exists():
             name, source = spec.split("=", 1)
             if not name or not source:
-                raise IrdistillError(f"teacher '{spec}' is not of the form NAME=MODEL or MODEL")
-            return cls(slug(name), source)
-        return cls(default_teacher_name(spec), spec)
+                raise IrdistillError(f"teacher '{spec}' is not of the form NAME=SPEC or SPEC",
+                                     hint="e.g. big=runs/ce/model, bi:minilm, bm25")
+        prefix = next((p for p in (*BI_PREFIXES, CE_PREFIX) if source.startswith(p)), None)
+        if prefix is not None:
+            model = source[len(prefix):]
+            if not model:
+                raise IrdistillError(f"teacher '{spec}' names no model after '{prefix}'",
+                                     hint=f"e.g. {prefix}minilm")
+            kind = "cross-encoder" if prefix == CE_PREFIX else "bi-encoder"
+            default = default_teacher_name(model)
+            return cls(slug(name) if name else
+                       (f"bi-{default}" if kind == "bi-encoder" else default), model, kind)
+        if source.lower() == BM25_KEYWORD:
+            return cls(slug(name or BM25_KEYWORD), BM25_KEYWORD, "bm25")
+        return cls(slug(name) if name else default_teacher_name(source), source)
 
     @property
     def is_run(self) -> bool:
-        path = Path(self.source)
-        return path.is_file() and path.suffix in RUN_SUFFIXES
+        return self.kind == "run"
+
+    @property
+    def is_model(self) -> bool:
+        return self.kind in ("cross-encoder", "bi-encoder")
 
 
 def normalise(scores: Mapping[str, float], method: str) -> dict[str, float]:
@@ -214,6 +267,87 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     return scores, path, False
 
 
+def score_bm25_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
+                       store: TeacherStore) -> tuple[Run, Path, bool]:
+    """BM25's scores of ``candidates`` (default settings, the collection's cached index), read
+    from the store or computed and stored. Returns (run, path, reused)."""
+    from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
+
+    settings = asdict(BM25Settings())
+    digest = candidates_digest(candidates)
+    key = store.key(teacher.name, kind="bm25", documents=collection.docs_name,
+                    candidates=digest, **settings)
+    found = store.find(key)
+    if found is not None:
+        log.info("teacher %s: scores reused from %s", teacher.name, found)
+        return read_run(found), found, True
+    path = store.run_path(key)
+    log.info("teacher %s: BM25 of %d pairs of %d queries", teacher.name,
+             sum(len(d) for d in candidates.values()), len(candidates))
+    scores = bm25_scores(collection, candidates)
+    write_run(path, scores, tag=slug(teacher.name))
+    write_run_provenance(path, kind="teacher", teacher=teacher.name, teacher_kind="bm25",
+                         model="bm25", collection=collection.name,
+                         documents=collection.docs_name, candidates=digest,
+                         queries=len(scores), pairs=sum(len(d) for d in scores.values()),
+                         config=settings)
+    return scores, path, False
+
+
+def bi_encoder_settings(settings: ScoringSettings):
+    """The dense settings a bi-encoder teacher scores with: ``max_doc_length`` as its length
+    (queries and documents: a bi-encoder has one), ``precision`` (default ``auto``, as dense
+    retrieval, so that both share one cache of document embeddings)."""
+    from irdistill.retrieval.dense import DenseSettings
+
+    precision = settings.precision or "auto"
+    if precision.endswith("-full"):
+        raise IrdistillError(f"precision '{precision}' is for cross-encoders only",
+                             hint="give bi-encoder teachers fp32, bf16, fp16 or auto")
+    return DenseSettings(max_length=settings.max_doc_length, precision=precision,
+                         batch_size=settings.batch_size, device=settings.device)
+
+
+def score_bi_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
+                     store: TeacherStore, settings: ScoringSettings = ScoringSettings(),
+                     show_progress: bool = True) -> tuple[Run, Path, bool]:
+    """A bi-encoder's scores of ``candidates`` (dot products of the embeddings), read from the
+    store or computed from the dense cache of document embeddings (built or resumed if
+    needed) and stored. Returns (run, path, reused)."""
+    from irdistill.retrieval.dense import (BiEncoder, DenseIndex, bi_encoder_fingerprint,
+                                           dense_scores, effective_precision)
+
+    dense = bi_encoder_settings(settings)
+    digest = candidates_digest(candidates)
+    fingerprint = bi_encoder_fingerprint(teacher.source)
+    key = store.key(teacher.name, kind="bi-encoder", model=fingerprint,
+                    documents=collection.docs_name, candidates=digest,
+                    max_length=dense.max_length,
+                    precision=effective_precision(dense.device, dense.precision),
+                    dtype=dense.dtype)
+    found = store.find(key)
+    if found is not None:
+        log.info("teacher %s: scores reused from %s", teacher.name, found)
+        return read_run(found), found, True
+    path = store.run_path(key)
+    log.info("teacher %s: bi-encoder scores of %d pairs of %d queries", teacher.name,
+             sum(len(d) for d in candidates.values()), len(candidates))
+    encoder = BiEncoder.from_pretrained(teacher.source, max_length=dense.max_length,
+                                        precision=dense.precision, device=dense.device)
+    scores = dense_scores(collection, encoder, candidates, settings=dense,
+                          show_progress=show_progress)
+    write_run(path, scores, tag=slug(teacher.name))
+    write_run_provenance(path, kind="teacher", teacher=teacher.name, teacher_kind="bi-encoder",
+                         model=teacher.source, model_fingerprint=fingerprint,
+                         collection=collection.name, candidates=digest, queries=len(scores),
+                         pairs=sum(len(d) for d in scores.values()),
+                         similarity=encoder.similarity, max_length=encoder.max_length,
+                         precision=encoder.precision, query_prompt=encoder.query_prompt,
+                         document_prompt=encoder.document_prompt,
+                         embeddings=str(DenseIndex.folder_for(encoder, collection, dense)))
+    return scores, path, False
+
+
 def teacher_run_from_file(teacher: Teacher, candidates: Candidates) -> Run:
     """A teacher given as a run file, restricted to the candidates (pairs it lacks are counted
     and left out of the ensemble)."""
@@ -252,8 +386,8 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     """Score the top-``depth`` candidates of ``run`` with every teacher and write their mean.
 
     Writes ``output/<name>.trec`` (the ensemble's scores, a TREC run that ``data.teacher_run``
-    takes as it is) and ``output/<name>.provenance.json``; each model teacher's run is kept in
-    ``output/teachers/``. ``source`` says where ``run`` came from, for the provenance.
+    takes as it is) and ``output/<name>.provenance.json``; each computed teacher's run
+    (cross-encoder, bi-encoder, BM25) is kept in ``output/teachers/``. ``source`` says where ``run`` came from, for the provenance.
     """
     if normalisation not in NORMALISATIONS:
         raise unknown_name("normalisation", normalisation, NORMALISATIONS)
@@ -268,8 +402,10 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     output = check_output_folder(output)
     check_output_file(output / f"{slug(name)}.trec", "ensemble run")
     for teacher in teachers:
-        if not teacher.is_run:
+        if teacher.is_model:
             resolve_model_path(teacher.source)  # a missing model fails before any scoring
+        if teacher.kind == "bi-encoder":
+            bi_encoder_settings(settings).check()
     store = TeacherStore(output)
     candidates = candidates_of(run, depth, collection.qrels, add_positives)
     # a run of another collection (queries or documents it lacks) fails before scoring
@@ -283,8 +419,15 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
             paths[teacher.name] = Path(teacher.source)
             reused.append(teacher.name)
             continue
-        runs[teacher.name], paths[teacher.name], was_reused = score_teacher(
-            teacher, collection, candidates, store, settings, show_progress)
+        if teacher.kind == "bm25":
+            scored = score_bm25_teacher(teacher, collection, candidates, store)
+        elif teacher.kind == "bi-encoder":
+            scored = score_bi_teacher(teacher, collection, candidates, store, settings,
+                                      show_progress)
+        else:
+            scored = score_teacher(teacher, collection, candidates, store, settings,
+                                   show_progress)
+        runs[teacher.name], paths[teacher.name], was_reused = scored
         if was_reused:
             reused.append(teacher.name)
     combination = combine(runs, normalisation)
@@ -306,7 +449,8 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     }
     for t in teachers:
         scored = {} if t.is_run else (read_run_provenance(paths[t.name]) or {})
-        record["teachers"].append({"name": t.name, "source": t.source, "run": str(paths[t.name]),
+        record["teachers"].append({"name": t.name, "kind": t.kind, "source": t.source,
+                                   "run": str(paths[t.name]),
                                    "model_fingerprint": scored.get("model_fingerprint"),
                                    "scored": scored.get("created")})
     write_run_provenance(path, **record)
