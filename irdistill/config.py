@@ -75,7 +75,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str = "linear"
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where the CPU/GPU has it natively)
     gradient_checkpointing: bool = False
     torch_compile: bool = False  # torch.compile the model (GPU; slow to start on a CPU)
     torch_compile_backend: str | None = None  # None = torch's default (inductor)
@@ -156,7 +156,7 @@ def resolve_stage(config: Config, index: int, previous_model: str | None = None)
     return from_dict(Config, data, where)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 ON_NAN = ("stop", "skip")
 #: schedulers that can follow a time budget (train.max_minutes)
 TIME_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")

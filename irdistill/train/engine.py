@@ -644,6 +644,30 @@ def evaluation_arguments(t: TrainConfig, evaluator) -> dict:
     return out
 
 
+def training_precision(precision: str) -> str:
+    """The precision training runs in: ``auto`` is bf16 where the device computes it natively
+    (a GPU that supports it, a CPU with AVX-512 BF16 or AMX), fp16 on other GPUs, else fp32
+    (emulated bf16 on a CPU is several times slower than fp32); others are as given."""
+    if precision != "auto":
+        return precision
+    from irdistill.models.cross_encoder import resolve_precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_precision(device, "auto") or "fp32"
+
+
+def with_training_precision(config: Config) -> Config:
+    """``config`` with its training precision resolved (see :func:`training_precision`)."""
+    import dataclasses
+
+    precision = training_precision(config.train.precision)
+    if precision == config.train.precision:
+        return config
+    log.info("train.precision=auto: training in %s", precision)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                 precision=precision))
+
+
 def fast_dropout(model: torch.nn.Module, t: TrainConfig):
     """The block in which a trainer runs: on a CPU (and without ``torch_compile``), the
     model's dropout drawn cheaply (:func:`irdistill.models.dropout.cpu_dropout`) unless
@@ -679,8 +703,9 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     check_config(config)
     check_inputs(config, collection is not None, run is not None)
     check_output_folder(output_dir)
-    digest = config_hash(config)
+    digest = config_hash(config)  # of the config as given: "auto" precision stays "auto"
     check_resume_config(output_dir, digest)
+    config = with_training_precision(config)
 
     # every input is read and checked before anything is written: bad input leaves no folder
     given_run = run is not None

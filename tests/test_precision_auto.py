@@ -1,0 +1,21 @@
+"""train.precision=auto: bf16 only where the device computes it natively."""
+import pytest
+
+from irdistill.config import Config, check_config, config_hash
+from irdistill.train import engine
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpu(monkeypatch, native, expected):
+    import irdistill.models.cross_encoder as ce
+
+    monkeypatch.setattr(engine.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(ce, "cpu_has_native_bf16", lambda: native)
+    assert engine.training_precision("auto") == expected
+    assert engine.training_precision("fp16") == "fp16"  # an explicit choice is kept
+    config = check_config(Config())
+    config.train.precision = "auto"
+    resolved = engine.with_training_precision(config)
+    assert resolved.train.precision == expected
+    assert config.train.precision == "auto"  # the given config is not changed
+    assert config_hash(config) != config_hash(resolved)
