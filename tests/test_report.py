@@ -132,3 +132,23 @@ def test_compare_runs_from_the_cli(tmp_path):
     assert (tmp_path / "cmp" / "plots" / "winloss-nDCG_10.png").exists()
     bad = CliRunner().invoke(app, ["compare", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "not the output folder of an experiment" in bad.output
+
+
+def test_learning_curve_reads_the_evaluations_of_a_training_log(tmp_path):
+    import json
+
+    from irdistill.experiments.plots import plot_learning_curve, read_evaluations
+
+    log = tmp_path / "run" / "train_log.jsonl"
+    log.parent.mkdir()
+    lines = [{"step": 5, "loss": 1.0}, {"step": 10, "eval_nDCG@10": 0.4, "eval_queries": 8,
+                                        "train_seconds": 60.0, "eval_seconds": 3.0},
+             {"step": 20, "eval_nDCG@10": 0.5, "eval_queries": 8, "train_seconds": 120.0,
+              "eval_seconds": 6.0}, {"step": 20, "train_runtime": 130.0, "eval_seconds": 6.0}]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = read_evaluations(log)
+    assert [(r["step"], r["eval_nDCG@10"]) for r in rows] == [(10, 0.4), (20, 0.5)]
+    files = plot_learning_curve({"run": log}, tmp_path / "curve", {"bm25": 0.45},
+                                x="train_seconds")
+    assert sorted(f.suffix for f in files) == [".pdf", ".png"]
+    assert all(f.stat().st_size > 0 for f in files)

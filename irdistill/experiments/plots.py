@@ -236,3 +236,39 @@ def make_plots(report: Report, folder: str | Path) -> list[Path]:
         files += plot_win_loss(report, measure, folder / f"winloss-{_slug(measure)}")
     files += plot_training_curves(report, folder / "training-loss")
     return files
+
+
+def read_evaluations(train_log: str | Path) -> list[dict]:
+    """The evaluation lines of a training log (``train.eval_steps``): one dict per evaluation
+    with ``step``, ``train_seconds`` and the measure (``eval_<measure>``)."""
+    rows = []
+    for line in Path(train_log).read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if any(k.startswith("eval_") and k not in ("eval_seconds", "eval_queries")
+               for k in entry):
+            rows.append(entry)
+    return rows
+
+
+def plot_learning_curve(train_logs: dict[str, str | Path], output: str | Path,
+                        baselines: dict[str, float] | None = None,
+                        measure: str = "nDCG@10", x: str = "step") -> list[Path]:
+    """The held-out measure against training ``step`` (or ``train_seconds``, shown in minutes)
+    of each run's ``train_log.jsonl``, with horizontal lines for ``baselines``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    key = f"eval_{measure}"
+    for name, path in train_logs.items():
+        rows = [r for r in read_evaluations(path) if key in r]
+        xs = [r[x] / 60 if x == "train_seconds" else r[x] for r in rows]
+        ax.plot(xs, [r[key] for r in rows], marker="o", label=name)
+    for name, value in (baselines or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="grey")
+        ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
+    ax.set_xlabel("training minutes" if x == "train_seconds" else "training steps")
+    ax.set_ylabel(f"{measure} (held-out queries)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    files = save(fig, Path(output))
+    plt.close(fig)
+    return files
