@@ -151,7 +151,7 @@ def _hash_without_mining_keys(config) -> str:
     tree = to_dict(config)
     tree["data"] = {k: v for k, v in tree["data"].items() if k not in MINING_KEYS}
     for (section, key), neutral in HASH_NEUTRAL.items():
-        if section != "data" and tree.get(section, {}).get(key, object()) == neutral:
+        if key not in MINING_KEYS and tree.get(section, {}).get(key, object()) == neutral:
             tree[section] = {k: v for k, v in tree[section].items() if k != key}
     blob = json.dumps(tree, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
