@@ -227,6 +227,15 @@ def check_settings(settings: ScoringSettings, depth: int) -> None:
     check_device(settings.device)
 
 
+
+def stored_scores(store: TeacherStore, key: str, name: str):
+    """``(scores, path, True)`` of a teacher's run already in the store under ``key``, else None."""
+    found = store.find(key)
+    if found is None:
+        return None
+    log.info("teacher %s: scores reused from %s", name, found)
+    return read_run(found), found, True
+
 def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
                   store: TeacherStore, settings: ScoringSettings = ScoringSettings(),
                   show_progress: bool = True) -> tuple[Run, Path, bool]:
@@ -240,10 +249,9 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     key = store.key(teacher.name, model=fingerprint, candidates=digest,
                     max_query_length=settings.max_query_length,
                     max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32")
-    found = store.find(key)
-    if found is not None:
-        log.info("teacher %s: scores reused from %s", teacher.name, found)
-        return read_run(found), found, True
+    reused = stored_scores(store, key, teacher.name)
+    if reused is not None:
+        return reused
     path = store.run_path(key)
     log.info("teacher %s: scoring %d pairs of %d queries", teacher.name,
              sum(len(d) for d in candidates.values()), len(candidates))
@@ -277,10 +285,9 @@ def score_bm25_teacher(teacher: Teacher, collection: Collection, candidates: Can
     digest = candidates_digest(candidates)
     key = store.key(teacher.name, kind="bm25", documents=collection.docs_name,
                     candidates=digest, **settings)
-    found = store.find(key)
-    if found is not None:
-        log.info("teacher %s: scores reused from %s", teacher.name, found)
-        return read_run(found), found, True
+    reused = stored_scores(store, key, teacher.name)
+    if reused is not None:
+        return reused
     path = store.run_path(key)
     log.info("teacher %s: BM25 of %d pairs of %d queries", teacher.name,
              sum(len(d) for d in candidates.values()), len(candidates))
@@ -325,10 +332,9 @@ def score_bi_teacher(teacher: Teacher, collection: Collection, candidates: Candi
                     max_length=dense.max_length,
                     precision=effective_precision(dense.device, dense.precision),
                     dtype=dense.dtype)
-    found = store.find(key)
-    if found is not None:
-        log.info("teacher %s: scores reused from %s", teacher.name, found)
-        return read_run(found), found, True
+    reused = stored_scores(store, key, teacher.name)
+    if reused is not None:
+        return reused
     path = store.run_path(key)
     log.info("teacher %s: bi-encoder scores of %d pairs of %d queries", teacher.name,
              sum(len(d) for d in candidates.values()), len(candidates))
