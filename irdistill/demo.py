@@ -52,7 +52,7 @@ BI_ENCODER = "minilm"
 
 #: InfoNCE over 1 judged positive + 3 random BM25 top-100 negatives: at small budgets it beat
 #: KL from the hybrid teacher and InfoNCE with the teacher's top ranks as negatives (figures in
-#: docs/experiments.md). ``epochs`` only bounds the steps; the time budget ends training.
+#: docs/demo.md). ``epochs`` only bounds the steps; the time budget ends training.
 DEMO_RECIPE = {
     "data": {"collection": TRAIN_COLLECTION, "depth": 100, "negatives": 3, "sampling": "random"},
     "model": {"name": "minilm", "max_query_length": 32, "max_doc_length": 128},
