@@ -370,23 +370,37 @@ def demo(
     = Path("demo-output"),
     minutes: Annotated[Optional[float], typer.Option(
         "--minutes", help="Training budget in wall-clock minutes (train.max_minutes; the "
-                          "recipe's default is 6).")] = None,
+                          "recipe's default is 9).")] = None,
     bi_encoder: Annotated[str, typer.Option(
         "--bi-encoder", help="Bi-encoder of the dense first stage and the hybrid teacher "
                              "(sentence-transformers folder or hub name).")] = "minilm",
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a key of the demo's training config (repeatable).")] = None,
+    untrained: Annotated[bool, typer.Option(
+        "--untrained", help="Also score the untrained model (a new, random head): as long as "
+                            "re-ranking with the trained one.")] = False,
+    ood: Annotated[Optional[list[str]], typer.Option(
+        "--ood", help="Also evaluate the demo's first stages and re-ranker on this collection, "
+                      "never trained on (ir_datasets id or folder, e.g. cranfield; "
+                      "repeatable).")] = None,
 ) -> None:
     """Offline demo on SciFact: BM25, a bi-encoder and their hybrid; a MiniLM re-ranker trained
-    for a time budget; the re-ranker alone and fused with BM25."""
-    from irdistill.demo import run_demo
+    for a time budget; the re-ranker alone and fused with BM25; optionally out of domain."""
+    from irdistill.data.collection import load_collection
+    from irdistill.demo import ood_folder, out_of_domain, run_demo
 
+    for name in ood or []:
+        load_collection(name)  # a bad name fails now, not after the training
     overrides = list(set_ or [])
     if minutes is not None:
         overrides.append(f"train.max_minutes={minutes}")
-    results = run_demo(output, overrides=overrides, bi_encoder=bi_encoder)
+    results = run_demo(output, overrides=overrides, bi_encoder=bi_encoder,
+                       untrained=untrained)
     _print_table(results, title="BEIR SciFact test")
     typer.echo(f"results written to {output / 'results.json'}")
+    for name in ood or []:
+        _print_table(out_of_domain(output, name), title=f"{name} (out of domain)")
+        typer.echo(f"results written to {ood_folder(output, name) / 'results.json'}")
 
 
 # -- experiments: grids, suites, comparison (irdistill.experiments) --------------------------

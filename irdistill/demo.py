@@ -8,7 +8,8 @@ nDCG@10 and RR@10 of
 * ``bi-encoder``: the bundled all-MiniLM-L6-v2 used as a bi-encoder, dense top-100;
 * ``hybrid``: the hybrid teacher, per-query z-scores of BM25 and the bi-encoder's cosine over
   the BM25 top-100, averaged (:func:`irdistill.evaluation.fusion.fuse`);
-* ``untrained``: MiniLM as a cross-encoder with a new, random head (the base before training);
+* ``untrained`` (with ``untrained=True``, ``--untrained``): MiniLM as a cross-encoder with a
+  new, random head, the base before training;
 * ``reranker``: the trained cross-encoder re-ranking the BM25 top-``depth``, on its own;
 * ``reranker+bm25``: the re-ranker interpolated with BM25, the weight chosen on held-out
   training queries (never on the test queries).
@@ -20,10 +21,17 @@ the training queries (``runs/teacher-train.trec``): a teacher data mode
 system to its measures; the runs, per-query values and the model stay in the output folder.
 A rerun after an interruption goes on from what is finished (BM25 index and embeddings
 cached, re-ranking scores kept as they come, training resumed from its checkpoint).
+
+:func:`out_of_domain` then puts the same systems side by side on a collection never trained on
+(``irdistill demo --ood cranfield``): BM25, the bi-encoder, the hybrid, the re-ranker over the
+BM25 and over the hybrid top-``depth``, and the re-ranker fused with BM25 by the weight chosen
+in domain.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -58,7 +66,7 @@ DEMO_RECIPE = {
     "model": {"name": "minilm", "max_query_length": 32, "max_doc_length": 128},
     "loss": "infonce",
     "train": {"epochs": 40, "batch_size": 16, "lr": 1e-4, "head_lr": 1e-3,
-              "warmup_ratio": 0.05, "precision": "auto", "max_minutes": 6.0, "save_steps": 20,
+              "warmup_ratio": 0.05, "precision": "auto", "max_minutes": 9.0, "save_steps": 20,
               "seed": 42},
 }
 
@@ -76,8 +84,11 @@ def hybrid_teacher(collection, candidates, bi_encoder: str = BI_ENCODER,
 
 def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = None,
              depth: int = RERANK_DEPTH, bi_encoder: str = BI_ENCODER,
-             show_progress: bool = True) -> dict[str, dict[str, float]]:
-    """Run the demo end to end and return ``{system: {measure: value}}``."""
+             untrained: bool = False, show_progress: bool = True
+             ) -> dict[str, dict[str, float]]:
+    """Run the demo end to end and return ``{system: {measure: value}}``. ``untrained`` also
+    scores the base model with its new, random head (as long as re-ranking with the trained
+    one: about a sixth of the demo's time, spent on a row of about 0.20 nDCG@10)."""
     from irdistill.retrieval.dense import dense_run
 
     output = Path(output)
@@ -127,22 +138,25 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     t = lap("bi-encoder and hybrid", t)
 
     candidates = {q: dict(ranked(docs, depth)) for q, docs in bm25.items()}
-    log.info("[3/6] untrained %s re-ranks the BM25 top-%d", config.model.name, depth)
     precision = training_precision(config.train.precision)
-    seed_everything(config.train.seed)
-    untrained = CrossEncoder.from_pretrained(
-        config.model.name, max_query_length=config.model.max_query_length,
-        max_doc_length=config.model.max_doc_length,
-        num_hidden_layers=config.model.num_hidden_layers, precision=_scoring(precision))
-    run = rerank_run(untrained, test, candidates, depth=depth, show_progress=show_progress,
-                     checkpoint=scores / "untrained.jsonl",
-                     identity={**scoring_identity(config.model.name, untrained, test, candidates,
-                                                  depth), "seed": config.train.seed,
-                               "layers": config.model.num_hidden_layers})
-    write_run(runs / "untrained.trec", run, tag="untrained")
-    evaluations["untrained"] = evaluate(run, test.qrels, MEASURES)
-    del untrained
-    t = lap("untrained", t)
+    if untrained:
+        log.info("[3/6] untrained %s re-ranks the BM25 top-%d", config.model.name, depth)
+        seed_everything(config.train.seed)
+        base = CrossEncoder.from_pretrained(
+            config.model.name, max_query_length=config.model.max_query_length,
+            max_doc_length=config.model.max_doc_length,
+            num_hidden_layers=config.model.num_hidden_layers, precision=_scoring(precision))
+        run = rerank_run(base, test, candidates, depth=depth, show_progress=show_progress,
+                         checkpoint=scores / "untrained.jsonl",
+                         identity={**scoring_identity(config.model.name, base, test, candidates,
+                                                      depth), "seed": config.train.seed,
+                                   "layers": config.model.num_hidden_layers})
+        write_run(runs / "untrained.trec", run, tag="untrained")
+        evaluations["untrained"] = evaluate(run, test.qrels, MEASURES)
+        del base
+        t = lap("untrained", t)
+    else:
+        log.info("[3/6] the untrained model is not scored (--untrained scores it)")
 
     log.info("[4/6] training on %s (%s loss, %s minutes)", TRAIN_COLLECTION, config.loss,
              config.train.max_minutes)
@@ -181,11 +195,75 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     write_json(output / "settings.json", {"rerank_depth": depth, "interpolation_alpha": alpha,
                                           "precision": precision, "bi_encoder": bi_encoder,
                                           "dev_queries": sorted(dev_candidates),
+                                          "model": str(model_dir),
                                           "seconds": round(time.time() - started),
                                           "stage_seconds": seconds})
     log.info("demo finished in %.0f s (%s)", time.time() - started,
              ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     return results
+
+
+def out_of_domain(output: str | Path, collection_id: str, show_progress: bool = True
+                  ) -> dict[str, dict[str, float]]:
+    """The finished demo in ``output`` on another collection, never trained on.
+
+    Rows: ``bm25`` (top-100), ``bi-encoder`` (dense top-100), ``hybrid`` (BM25 + bi-encoder over
+    the BM25 top-100, as in domain), ``reranker`` (the trained model over the BM25 top-depth),
+    ``reranker-on-hybrid`` (over the hybrid's top-depth), ``reranker+bm25`` (fused with BM25 by the
+    in-domain weight). Each pair is scored once (the union of both candidate lists), kept as it
+    comes under ``scores/``; runs and results go to ``ood/<collection>/``.
+    """
+    from irdistill.errors import IrdistillError
+    from irdistill.retrieval.dense import dense_run
+
+    output = Path(output)
+    settings_file = output / "settings.json"
+    if not settings_file.exists():
+        raise IrdistillError(f"{output} holds no finished demo (no settings.json)",
+                             hint="run `irdistill demo` into that folder first")
+    settings = json.loads(settings_file.read_text())
+    depth, alpha, bi_encoder = (settings["rerank_depth"], settings["interpolation_alpha"],
+                                settings["bi_encoder"])
+    collection = load_collection(collection_id)
+    folder = ood_folder(output, collection_id)
+    slug = folder.name
+    log.info("out of domain: %s (BM25, bi-encoder %s, hybrid, re-ranker)", collection_id,
+             bi_encoder)
+    bm25 = bm25_run(collection, k=FIRST_STAGE_DEPTH)
+    dense = dense_run(collection, bi_encoder, k=FIRST_STAGE_DEPTH, show_progress=show_progress)
+    _, hybrid = hybrid_teacher(collection, bm25, bi_encoder, show_progress)
+    over_bm25 = {q: dict(ranked(docs, depth)) for q, docs in bm25.items()}
+    over_hybrid = {q: [d for d, _ in ranked(docs, depth)] for q, docs in hybrid.items()}
+    # both candidate lists scored in one pass; the candidates' scores are BM25's (every hybrid
+    # document is in the BM25 top-100)
+    union = {q: {**{d: bm25[q][d] for d in over_hybrid.get(q, [])}, **over_bm25[q]}
+             for q in over_bm25}
+    reranker = CrossEncoder.from_pretrained(settings["model"],
+                                            precision=_scoring(settings["precision"]))
+    widest = max(len(docs) for docs in union.values())
+    scores = rerank_run(reranker, collection, union, depth=widest, show_progress=show_progress,
+                        checkpoint=output / "scores" / f"ood-{slug}.jsonl",
+                        identity=scoring_identity(settings["model"], reranker, collection, union,
+                                                  widest))
+    runs = {"bm25": bm25, "bi-encoder": dense, "hybrid": hybrid,
+            "reranker": {q: {d: scores[q][d] for d in over_bm25[q]} for q in over_bm25},
+            "reranker-on-hybrid": {q: {d: scores[q][d] for d in docs}
+                                for q, docs in over_hybrid.items()}}
+    runs["reranker+bm25"] = interpolate(over_bm25, runs["reranker"], alpha)
+    evaluations = {}
+    for name, run in runs.items():
+        write_run(folder / "runs" / f"{name}.trec", run, tag=name)
+        evaluations[name] = evaluate(run, collection.qrels, MEASURES)
+    results = {name: e.aggregate for name, e in evaluations.items()}
+    write_json(folder / "results.json", results)
+    write_json(folder / "per_query.json", {n: e.per_query for n, e in evaluations.items()})
+    return results
+
+
+def ood_folder(output: str | Path, collection_id: str) -> Path:
+    """Where :func:`out_of_domain` writes a collection's runs and results."""
+    return Path(output) / "ood" / (re.sub(r"[^A-Za-z0-9._-]+", "-", str(collection_id))
+                                   .strip("-.") or "collection")
 
 
 def _scoring(precision: str) -> str | None:

@@ -7,6 +7,7 @@ from irdistill.cli import app
 from irdistill.data.trec import ranked, read_run
 
 SYSTEMS = ["bm25", "bi-encoder", "hybrid", "untrained", "reranker", "reranker+bm25"]
+OOD_SYSTEMS = ["bm25", "bi-encoder", "hybrid", "reranker", "reranker-on-hybrid", "reranker+bm25"]
 
 
 def zscores(scores):
@@ -29,7 +30,8 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
         "demo", "--output", str(out), "--bi-encoder", tiny_bert, "--minutes", "5",
         "--set", f"model.name={tiny_bert}", "--set", "train.epochs=1",
         "--set", "train.max_steps=2", "--set", "train.batch_size=4",
-        "--set", "model.max_doc_length=32", "--set", "train.precision=fp32"])
+        "--set", "model.max_doc_length=32", "--set", "train.precision=fp32",
+        "--ood", "cranfield", "--untrained"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert list(results) == SYSTEMS
@@ -73,3 +75,32 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
              (out / "train" / "train_log.jsonl").read_text().splitlines()]
     assert max(s["step"] for s in steps) == 2
     assert settings["precision"] == "fp32"
+
+    # out of domain: the same systems on Cranfield, never trained on
+    ood = out / "ood" / "cranfield"
+    results = json.loads((ood / "results.json").read_text())
+    assert list(results) == OOD_SYSTEMS
+    assert "cranfield (out of domain)" in result.output
+    runs = {name: read_run(ood / "runs" / f"{name}.trec") for name in OOD_SYSTEMS}
+    cranfield = load_collection("cranfield")
+    assert set(runs["bm25"]) == set(cranfield.queries)
+    for qid in sorted(runs["bm25"])[:5]:
+        bm25_top = dict(ranked(runs["bm25"][qid], 20))
+        hybrid_top = dict(ranked(runs["hybrid"][qid], 20))
+        assert set(runs["reranker"][qid]) == set(bm25_top)
+        assert set(runs["reranker-on-hybrid"][qid]) == set(hybrid_top)
+        # one model, one score per pair, whichever list it came from
+        for doc in set(bm25_top) & set(hybrid_top):
+            assert runs["reranker"][qid][doc] == runs["reranker-on-hybrid"][qid][doc]
+        # fused with BM25 by the in-domain weight
+        a, b = minmax(runs["reranker"][qid]), minmax(bm25_top)
+        for doc, score in runs["reranker+bm25"][qid].items():
+            assert abs(score - (alpha * a[doc] + (1 - alpha) * b[doc])) < 1e-5
+
+
+def test_demo_rejects_a_bad_ood_collection_before_training(tmp_path, scifact_available):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--output", str(out), "--ood", "no/such/set"])
+    assert result.exit_code == 2
+    assert "no/such/set" in result.output
+    assert not out.exists()

@@ -100,36 +100,85 @@ def test_scores_do_not_depend_on_order_batching_or_budget(tiny_bert):
     assert ce.score_ids([]) == []
 
 
-def test_precisions(tiny_bert):
+def test_resolve_precision(monkeypatch):
+    import irdistill.models.cross_encoder as module
+
     assert resolve_precision("cpu", None) is None and resolve_precision("cpu", "fp32") is None
-    assert resolve_precision("cpu", "auto") == ("bf16" if cpu_has_native_bf16() else None)
+    assert resolve_precision("cpu", "bf16") == "bf16"
+    for native, expected in ((True, "bf16"), (False, None)):
+        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: native)
+        assert resolve_precision("cpu", "auto") == expected
     with pytest.raises(IrdistillError, match="unknown precision 'bf32'"):
         resolve_precision("cpu", "bf32")
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 fma", False), ("avx2 avx512f avx512bw avx512_vnni", False),
+    ("avx2 avx512f avx512_bf16", True), ("avx2 amx_tile amx_bf16 amx_int8", True),
+    ("avx512_bf16x", False)])
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_bf16_scores_are_computed_in_bf16_and_close_to_fp32():
+    """MiniLM (real weights, a seeded random head), whose scores spread, unlike a tiny random
+    model's: bf16 must run the linear layers in bf16 (autocast or cast weights), change the
+    scores a little (bf16 keeps about 3 significant digits) and keep their order."""
+    from scipy.stats import spearmanr
+
     texts = pairs_of_texts()
-    fp32 = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
-    full = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16-full")
-    assert next(full.model.parameters()).dtype == torch.bfloat16
-    auto = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16")
-    reference = np.array(fp32.score(texts))
+    scores, dtypes = {}, {}
+    for precision in (None, "bf16", "bf16-full"):
+        torch.manual_seed(0)  # the same new head each time
+        ce = CrossEncoder.from_pretrained("minilm", max_doc_length=64, device="cpu",
+                                          precision=precision)
+        linear = next(m for m in ce.model.modules() if isinstance(m, torch.nn.Linear))
+        seen = []
+        handle = linear.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        scores[precision] = np.array(ce.score(texts))
+        handle.remove()
+        dtypes[precision] = set(seen)
+    assert dtypes == {None: {torch.float32}, "bf16": {torch.bfloat16},
+                      "bf16-full": {torch.bfloat16}}
+    reference = scores[None]
     spread = reference.max() - reference.min()
-    for other in (full, auto):  # bf16 keeps about 3 significant digits
-        assert np.abs(np.array(other.score(texts)) - reference).max() < 0.05 * spread + 1e-3
+    assert spread > 0.01  # scores that differ, so that closeness and order mean something
+    for precision in ("bf16", "bf16-full"):
+        other = scores[precision]
+        assert not np.array_equal(other, reference)  # computed in bf16, not fp32 again
+        assert np.abs(other - reference).max() < 0.05 * spread
+        assert spearmanr(other, reference).statistic > 0.95
+
+
+@pytest.fixture(scope="module")
+def spread_families(tmp_path_factory):
+    """Tiny models whose scores spread (about 0.5 across the test pairs, against 1e-4 with the
+    default initialisation), so that comparing two backends' scores can fail."""
+    root = tmp_path_factory.mktemp("spread-families")
+    return {f: build_tiny_model(f, root / f, initializer_range=0.2)
+            for f in ("bert", "roberta", "modernbert")}
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "modernbert"])
-def test_onnx_runtime_scores_match_pytorch(families, family, tmp_path):
+def test_onnx_runtime_scores_match_pytorch(spread_families, family, tmp_path):
     pytest.importorskip("onnxruntime")
-    ce = CrossEncoder.from_pretrained(families[family], max_doc_length=40, device="cpu")
+    ce = CrossEncoder.from_pretrained(spread_families[family], max_doc_length=40, device="cpu")
     texts = pairs_of_texts() * 2
-    expected = ce.score(texts, batch_size=5)
+    expected = np.array(ce.score(texts, batch_size=5))
+    assert expected.max() - expected.min() > 0.1
     path = ce.use_onnx(tmp_path / "onnx")
     assert path.exists() and path.parent.parent == tmp_path / "onnx"
-    assert ce.score(texts, batch_size=3) == pytest.approx(expected, abs=1e-4)
+    got = np.array(ce.score(texts, batch_size=3))
+    assert np.abs(got - expected).max() < 1e-4  # < 1e-3 of the spread: order kept too
     stamp = path.stat().st_mtime_ns
-    again = CrossEncoder.from_pretrained(families[family], max_doc_length=40, device="cpu")
+    again = CrossEncoder.from_pretrained(spread_families[family], max_doc_length=40,
+                                         device="cpu")
     assert again.use_onnx(tmp_path / "onnx") == path and path.stat().st_mtime_ns == stamp
     with pytest.raises(IrdistillError, match="ONNX backend runs in fp32"):
-        CrossEncoder.from_pretrained(families[family], device="cpu",
+        CrossEncoder.from_pretrained(spread_families[family], device="cpu",
                                      precision="bf16").use_onnx(tmp_path / "onnx")
 
 

@@ -89,11 +89,12 @@ def budget_for(device, max_tokens: int | str | None = DEFAULT_MAX_TOKENS) -> int
     return CPU_MAX_TOKENS if torch.device(device).type == "cpu" else GPU_MAX_TOKENS
 
 
-def cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """True if the CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX), where
-    bf16 inference is about twice as fast as fp32; elsewhere it is emulated and slower."""
+    bf16 inference is about twice as fast as fp32; elsewhere it is emulated and slower.
+    Reads the flags of ``cpuinfo`` (Linux); False where it cannot be read."""
     try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+        flags = Path(cpuinfo).read_text(errors="replace")
     except OSError:
         return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
