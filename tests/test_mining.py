@@ -177,3 +177,33 @@ def test_a_missing_teacher_run_fails_before_anything_is_read(tmp_path):
         check_inputs(config, have_collection=True, check_model=False)
     check_inputs(load_config(overrides=[f"data.teacher_run={tmp_path / 'nope.trec'}"]),
                  have_collection=True, check_model=False)  # not read without a margin: as before
+
+
+def test_provenance_fingerprints_the_mining_teacher(tmp_path, tiny_bert, scifact_available):
+    """A labels-mode training whose negatives were filtered by a teacher records that teacher's
+    file (a changed teacher changes the groups), and only the candidate run without mining."""
+    from typer.testing import CliRunner
+
+    from irdistill.cli import app
+    from irdistill.data.collection import load_collection
+    from irdistill.provenance import file_fingerprint
+    from irdistill.retrieval.bm25 import bm25_run
+
+    train = load_collection("beir/scifact/train")
+    run = bm25_run(train, k=20, query_ids=sorted(train.qrels)[:4])
+    write_run(tmp_path / "bm25.trec", run, tag="bm25")
+    write_run(tmp_path / "teacher.trec", run, tag="teacher")  # a stand-in teacher
+    common = ["--set", "data.collection=beir/scifact/train",
+              "--set", f"data.run={tmp_path / 'bm25.trec'}", "--set", "data.depth=20",
+              "--set", f"model.name={tiny_bert}", "--set", "model.max_doc_length=16",
+              "--set", "train.max_steps=1", "--set", "train.batch_size=2",
+              "--set", f"data.teacher_run={tmp_path / 'teacher.trec'}"]
+    for name, extra in (("mined", ["--set", "data.false_negative_margin=0.5"]), ("plain", [])):
+        result = CliRunner().invoke(app, ["train", "--output", str(tmp_path / name),
+                                          *common, *extra])
+        assert result.exit_code == 0, result.output
+    files = {name: json.loads((tmp_path / name / "provenance.json").read_text())["data"]["files"]
+             for name in ("mined", "plain")}
+    assert files["mined"] == {"run": file_fingerprint(tmp_path / "bm25.trec"),
+                              "teacher_run": file_fingerprint(tmp_path / "teacher.trec")}
+    assert files["plain"] == {"run": file_fingerprint(tmp_path / "bm25.trec")}

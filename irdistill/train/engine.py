@@ -759,10 +759,14 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(output_dir / "config.yaml") as handle:
             handle.write(dump_yaml(config))
-        files = {k: file_fingerprint(v) for k, v in (("run", config.data.run),
-                                                      ("teacher_run", config.data.teacher_run),
-                                                      ("triples", config.data.triples))
-                 if v and k == mode_source(config.data.mode)}
+        d = config.data
+        # the files the groups were built from: the mode's source, and the teacher whose
+        # scores filter mined negatives in labels mode
+        mines = d.false_negative_margin is not None or d.false_negative_relative_margin is not None
+        files = {k: file_fingerprint(v) for k, v in (("run", d.run),
+                                                      ("teacher_run", d.teacher_run),
+                                                      ("triples", d.triples))
+                 if v and (k == mode_source(d.mode) or (k == "teacher_run" and mines))}
         write_provenance(output_dir, config=to_dict(config), config_hash=digest,
                          data={"collection": collection.name, "mode": config.data.mode,
                                "source": source, "groups": "streamed" if streamed else len(groups),
