@@ -46,9 +46,24 @@ def test_score_is_independent_of_batching_and_order(tiny_bert):
     one_by_one = [ce.score([p])[0] for p in PAIRS]
     together = ce.score(PAIRS, batch_size=2)
     assert together == pytest.approx(one_by_one, abs=1e-5)
-    ranking = ce.rerank(PAIRS[0][0], [d for _, d in PAIRS])
-    assert sorted(i for i, _ in ranking) == [0, 1, 2]
-    assert [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
+
+
+def test_rerank_gives_each_document_its_own_score(tmp_path):
+    """A tiny model whose scores spread (a random tiny model's differ by ~1e-5), so that a
+    score attached to the wrong document would show."""
+    from tiny_models import build_tiny_model
+
+    ce = CrossEncoder.from_pretrained(build_tiny_model("bert", tmp_path / "m",
+                                                       initializer_range=0.2), device="cpu")
+    query = PAIRS[0][0]
+    for docs in ([d for _, d in PAIRS], [d for _, d in PAIRS][::-1]):  # in two input orders
+        ranking = ce.rerank(query, docs)
+        assert sorted(i for i, _ in ranking) == [0, 1, 2]
+        assert [s for _, s in ranking] == sorted((s for _, s in ranking), reverse=True)
+        alone = [ce.score([(query, d)])[0] for d in docs]
+        assert min(abs(alone[i] - alone[j]) for i in range(3) for j in range(i)) > 1e-3
+        for i, score in ranking:  # each score is its own document's
+            assert score == pytest.approx(alone[i], abs=1e-5)
 
 
 def test_save_reload_and_sentence_transformers_load(tmp_path, minilm_path):
