@@ -192,3 +192,34 @@ def test_streamed_training_resumes_bitwise_past_the_first_pass(tmp_path, toy, ti
     engine.train(config, tmp_path / "resumed", show_progress=False)
     assert (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes() == \
         (tmp_path / "reference" / "model" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("other", ["onnx", "bf16"])
+def test_a_partial_file_of_another_backend_or_precision_is_refused(tmp_path, toy, tiny_bert,
+                                                                  other):
+    """Another backend or precision rounds scores differently: a partial file scored with
+    torch in fp32 is not continued by ONNX Runtime or bf16 (the identity names what differs)."""
+    from irdistill import CrossEncoder
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+    from irdistill.errors import IrdistillError
+    from irdistill.evaluation.rerank import rerank_run, scoring_identity
+
+    collection, run = load_collection(toy["folder"]), read_run(toy["run"])
+    partial = tmp_path / "scores.jsonl"
+
+    def score(ce):
+        return rerank_run(ce, collection, run, depth=10, show_progress=False,
+                          checkpoint=partial,
+                          identity=scoring_identity(tiny_bert, ce, collection, run, 10))
+
+    first = score(CrossEncoder.from_pretrained(tiny_bert, device="cpu"))
+    assert score(CrossEncoder.from_pretrained(tiny_bert, device="cpu")) == first  # resumed
+    if other == "onnx":
+        pytest.importorskip("onnxruntime")
+        ce = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
+        ce.use_onnx(tmp_path / "onnx")
+    else:
+        ce = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16")
+    with pytest.raises(IrdistillError, match=r"other settings \((backend|precision) differ\)"):
+        score(ce)

@@ -165,11 +165,13 @@ def _score_blocks(model, collection, candidates, blocks, queries, done, batch_si
 def scoring_identity(model_source: str, model: CrossEncoder, collection: Collection, run: Run,
                      depth: int) -> dict:
     """What re-ranking scores depend on, to tell whether a partial file belongs to a call:
-    the model (its files' content), its lengths and precision, the collection, the candidates."""
+    the model (its files' content), its lengths, precision and backend (torch, compile, onnx:
+    each rounds differently), the collection, the candidates."""
     from irdistill.provenance import candidates_digest, model_fingerprint
 
     return {"model": model_fingerprint(model_source),
             "max_query_length": model.max_query_length, "max_doc_length": model.max_doc_length,
-            "precision": model.precision or "fp32", "collection": collection.name,
+            "precision": model.precision or "fp32",
+            "backend": getattr(model, "backend", "torch"), "collection": collection.name,
             "candidates": candidates_digest({q: [d for d, _ in ranked(docs, depth)]
                                              for q, docs in run.items()})}

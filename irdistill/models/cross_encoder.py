@@ -200,6 +200,7 @@ class CrossEncoder:
             self.model.to({"bf16-full": torch.bfloat16, "fp16-full": torch.float16}[
                 self.precision])
         self.runner = None  # ONNX Runtime or a compiled model (use_onnx, use_compile)
+        self.backend = "torch"  # what scores: torch, compile or onnx
         self.encoder = PairEncoder(tokenizer, max_query_length, max_doc_length,
                                    max_positions=backbones.max_input_length(model, tokenizer),
                                    use_token_types=backbones.uses_token_types(model, tokenizer),
@@ -375,6 +376,7 @@ class CrossEncoder:
             return compiled(**batch).logits[:, 0].float().cpu().numpy()
 
         self.runner = run
+        self.backend = "compile"
 
     def use_onnx(self, folder: str | Path | None = None, optimize: bool = True) -> Path:
         """Score with ONNX Runtime from now on: export the model to ONNX (once; cached by the
@@ -388,6 +390,7 @@ class CrossEncoder:
         self._check_no_backend()
         path = export_onnx(self.model, self.encoder, folder, optimize=optimize)
         self.runner = OnnxRunner(path, self.device)
+        self.backend = "onnx"
         return path
 
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64,
