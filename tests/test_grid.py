@@ -116,7 +116,7 @@ def test_axes_expand_into_hashed_cells(tmp_path, beir_folder, tiny_bert):
      "axes 'objective' and 'loss' both set 'loss'"),
     ("exclude", AXES, "exclude: [{objective: bcee}]", "unknown value of axis 'objective'"),
     ("unlabelled", "  recipe: [{loss: bce}]", "", "a partial config needs a label"),
-    ("kind", AXES, "kind: splade-adapt", "unknown grid kind 'splade-adapt'"),
+    ("kind", AXES, "kind: cross-encodr", "unknown grid kind 'cross-encodr'"),
 ])
 def test_grid_errors_name_the_file_and_fix(tmp_path, beir_folder, tiny_bert, case, axes, extra,
                                            words):

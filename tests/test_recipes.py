@@ -1,97 +1,21 @@
-"""Every recipe in recipes/ and experiments/ parses, expands into valid configs and dry-runs.
+"""Every recipe in recipes/ and experiments/ parses, expands into valid configs and dry-runs,
+exactly as written: nothing is substituted, so a recipe naming a loss, data mode or config key
+that does not exist fails here.
 
-Recipes name objectives, data modes and config keys of the whole toolkit, some of which are
-built on other branches. Each recipe is validated against what exists at run time; a name that
-does not exist yet must be listed in EXPECTED_FROM_OTHER_WORK below (with the issue that brings
-it), otherwise the test fails. Once those branches are merged the names exist and the recipes
-are validated in full, with nothing substituted.
+The study-3 recipes are grids of kind 'splade-adapt', which the grid runner does not provide
+yet (the one-runner issue, 14, brings it): they are skipped, visibly, with that reason, and a
+recipe of any other unknown kind fails.
 """
-import copy
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from irdistill.config import Config, read_yaml
-from irdistill.errors import IrdistillError
+from irdistill.config import read_yaml
 from irdistill.experiments.grid import KINDS, grid_from_dict, run_grid
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted([*REPO.glob("recipes/**/*.yaml"), *REPO.glob("experiments/*.yaml")])
-
-EXPECTED_FROM_OTHER_WORK = {
-    # issue 3, the loss library and its data modes
-    "loss:hinge", "loss:ranknet", "loss:margin_mse", "loss:kl", "loss:adr_mse",
-    "loss:listnet", "loss:approx_ndcg", "loss:lambdaloss",
-    "mode:teacher_scores", "mode:teacher_ranks", "mode:triples",
-    "key:stages",  # two-stage recipes: a list of partial configs trained one after the other
-    "key:data.triples",  # the path of a streamed triple file (mode 'triples')
-    # issue 9, SPLADE: the grid kind that trains and adapts sparse retrievers
-    "kind:splade-adapt",
-}
-PLACEHOLDER = {"loss": "infonce", "mode": "labels"}
-
-
-def _present():
-    from irdistill.data.sampling import MODES
-    from irdistill.losses import LOSSES
-
-    fields = {f.name for f in dataclasses.fields(Config)}
-    return set(LOSSES), set(MODES), fields
-
-
-def substitute(patch: dict, base: dict, missing: set, stages_ok: bool) -> dict:
-    """A copy of ``patch`` with names that do not exist yet replaced by placeholders (each
-    recorded in ``missing``); the stages of a two-stage recipe are each checked as a config."""
-    from irdistill.config import from_dict, merge
-
-    losses, modes, _ = _present()
-    out = copy.deepcopy(patch)
-    pending = {}  # keeps substituted cells distinct from each other (and their hashes apart)
-    if "loss" in out and out["loss"] not in losses:
-        missing.add(f"loss:{out['loss']}")
-        pending["loss"] = out["loss"]
-        out["loss"] = PLACEHOLDER["loss"]
-    from irdistill.config import DataConfig
-
-    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-    for key in [k for k in out.get("data") or {} if k not in data_fields]:
-        missing.add(f"key:data.{key}")
-        pending[f"data.{key}"] = out["data"].pop(key)
-    mode = (out.get("data") or {}).get("mode")
-    if mode is not None and mode not in modes:
-        missing.add(f"mode:{mode}")
-        pending["mode"] = mode
-        out["data"]["mode"] = PLACEHOLDER["mode"]
-    if "stages" in out:
-        stages = [substitute(stage, base, missing, stages_ok) for stage in out["stages"]]
-        for stage in stages:  # each stage on its own must be a valid config over the base
-            from_dict(Config, merge({k: v for k, v in base.items() if k != "stages"}, stage))
-        if stages_ok:
-            out["stages"] = stages
-        else:
-            missing.add("key:stages")
-            pending["stages"] = repr(out.pop("stages"))
-    if pending:
-        out["loss_params"] = {**out.get("loss_params", {}), "_pending": pending}
-    return out
-
-
-def resolved(data: dict) -> tuple[dict, set]:
-    """The recipe with every missing name substituted, and the set of those names."""
-    _, _, fields = _present()
-    stages_ok = "stages" in fields
-    missing: set = set()
-    data = copy.deepcopy(data)
-    base = data.get("base") or {}
-    data["base"] = substitute(base, base, missing, stages_ok)
-    for name, values in (data.get("axes") or {}).items():
-        if name in ("objective", "loss") and isinstance(values, list):
-            values = {str(v): {"loss": v} for v in values}  # the same cells, as partial configs
-        if isinstance(values, dict):
-            data["axes"][name] = {label: substitute(v, base, missing, stages_ok)
-                                  if isinstance(v, dict) else v for label, v in values.items()}
-    return data, missing
+KINDS_TO_COME = {"splade-adapt": "the grid kind of SPLADE adaptation comes with issue 14"}
 
 
 def test_there_are_recipes_of_the_three_studies():
@@ -107,16 +31,9 @@ def test_recipe_parses_and_dry_runs(path, tmp_path):
     data = read_yaml(path)
     kind = data.get("kind", "cross-encoder")
     if kind not in KINDS:
-        assert f"kind:{kind}" in EXPECTED_FROM_OTHER_WORK, f"unknown grid kind '{kind}'"
-        with pytest.raises(IrdistillError, match=f"unknown grid kind '{kind}'"):
-            grid_from_dict(data, base_dir=path.parent)
-        return
-    fixed, missing = resolved(data)
-    unexpected = missing - EXPECTED_FROM_OTHER_WORK
-    assert not unexpected, f"{path.name} names what nothing provides: {sorted(unexpected)}"
-    if not missing:  # everything exists: the recipe itself must load, unchanged
-        fixed = data
-    grid = grid_from_dict(fixed, base_dir=path.parent, output=tmp_path / "out",
+        assert kind in KINDS_TO_COME, f"unknown grid kind '{kind}'"
+        pytest.skip(KINDS_TO_COME[kind])
+    grid = grid_from_dict(data, base_dir=path.parent, output=tmp_path / "out",
                           source=str(path))
     cells = grid.cells()
     assert len(cells) >= 2
