@@ -251,12 +251,7 @@ def rerank(
     out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
                          max_tokens=budget, shard=part, block_pairs=block_pairs,
                          identity=identity)
-    if part is not None:
-        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
-        return
-    if is_distributed():
-        typer.echo(f"process {rank()}/{world_size()} scored {len(out)} queries")
-    if is_main():
+    if part is not None or is_main():  # a shard's provenance names its shard
         write_run_provenance(
             output, kind="rerank",
             config={"model": model, "collection": str(collection), "split": split,
@@ -264,13 +259,21 @@ def rerank(
                     "max_tokens": budget_for(ce.device, budget),
                     "precision": ce.precision or "fp32", "backend": backend,
                     "max_query_length": ce.max_query_length,
-                    "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs},
+                    "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs,
+                    "shard": None if part is None else f"{part[0]}/{part[1]}"},
             model={"name": model, "fingerprint": identity["model"],
                    "base_model": ce.base_model, "trained": (ce.card or {}).get("config_hash")},
-            data={"collection": coll.name, "queries": len(candidates),
+            data={"collection": coll.name, "queries": len(out if part is not None
+                                                          else candidates),
                   "candidates": file_fingerprint(run) if run is not None
                   else f"bm25 top-{depth}", "candidates_digest": identity["candidates"]},
             device=str(ce.device))
+    if part is not None:
+        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
+        return
+    if is_distributed():
+        typer.echo(f"process {rank()}/{world_size()} scored {len(out)} queries")
+    if is_main():
         typer.echo(f"wrote re-ranked run of {len(candidates)} queries to {output}")
 
 
@@ -284,12 +287,17 @@ def merge_runs(
     """Join the runs of 'irdistill rerank --shard I/N' into one run (each query from one shard)."""
     from irdistill.data.trec import read_run, write_run
     from irdistill.evaluation.sharding import merge_runs as merge
+    from irdistill.provenance import file_fingerprint, read_run_provenance, write_run_provenance
 
     expected = read_run(run) if run is not None else None
     # a shard of a run with fewer blocks than shards is empty
     merged = merge((read_run(p) if not p.is_file() or p.stat().st_size else {} for p in parts),
                    expected=expected)
     write_run(output, merged, tag="irdistill")
+    write_run_provenance(output, kind="merge-runs",
+                         parts=[{**file_fingerprint(p), "provenance": read_run_provenance(p)}
+                                for p in parts],
+                         data={"candidates": file_fingerprint(run) if run is not None else None})
     typer.echo(f"wrote {len(merged)} queries from {len(parts)} shards to {output}")
 
 

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irdistill.cli import app
+from irdistill.provenance import read_run_provenance, sha256_file
 
 from conftest import DL19
 
@@ -79,6 +80,9 @@ def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, s
     run = tmp_path / "bm25.trec"
     assert invoke("retrieve", "beir/scifact/test", "--output", run, "--k", 20).exit_code == 0
     assert len(run.read_text().splitlines()) == 300 * 20
+    record = read_run_provenance(run)  # the first stage's provenance: what made the file
+    assert record["kind"] == "bm25" and record["config"]["k"] == 20
+    assert record["config"]["k1"] == 1.5 and record["run"]["sha256"] == sha256_file(run)
 
     out = tmp_path / "train"
     train_args = ["--set", f"model.name={tiny_bert}",
@@ -102,6 +106,11 @@ def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, s
     assert result.exit_code == 0, result.output
     lines = reranked.read_text().splitlines()
     assert len(lines) == 300 * 5
+    record = read_run_provenance(reranked)
+    assert record["kind"] == "rerank" and record["config"]["depth"] == 5
+    assert record["run"]["sha256"] == sha256_file(reranked)
+    assert record["data"]["candidates"]["sha256"] == sha256_file(run)
+    assert record["model"]["trained"] == provenance["config_hash"]
     bm25_top5 = {tuple(l.split()[::2][:2]) for l in run.read_text().splitlines()
                  if int(l.split()[3]) <= 5}
     assert {tuple(l.split()[::2][:2]) for l in lines} == bm25_top5  # same candidates

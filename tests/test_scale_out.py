@@ -16,6 +16,7 @@ from irdistill.data.trec import ranked, read_run, write_run
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.rerank import rerank_run
 from irdistill.evaluation.sharding import last_uses, merge_runs, parse_shard, shard_blocks
+from irdistill.provenance import read_run_provenance, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -102,6 +103,17 @@ def test_cli_shards_merge_into_the_full_run(tiny_bert, scifact_test, tmp_path):
     assert result.exit_code == 0, result.output
     assert merged.read_text() == full.read_text()
     assert len(read_run(parts[0])) == len(read_run(parts[1])) == 20
+    for i, part in enumerate(parts):  # each shard names its shard, its queries and its file
+        record = read_run_provenance(part)
+        assert record["config"]["shard"] == f"{i}/2" and record["data"]["queries"] == 20
+        assert record["run"]["sha256"] == sha256_file(part)
+        assert record["data"]["candidates"]["sha256"] == sha256_file(candidates)
+    assert read_run_provenance(full)["config"]["shard"] is None
+    record = read_run_provenance(merged)
+    assert record["kind"] == "merge-runs" and record["run"]["sha256"] == sha256_file(merged)
+    assert [r["sha256"] for r in record["parts"]] == [sha256_file(p) for p in parts]
+    assert [r["provenance"]["config"]["shard"] for r in record["parts"]] == ["0/2", "1/2"]
+    assert record["data"]["candidates"]["sha256"] == sha256_file(candidates)
     result = runner.invoke(app, ["merge-runs", parts[0], parts[0], "-o", str(merged)])
     assert result.exit_code == 2 and "in two shards" in result.output
     result = runner.invoke(app, common + ["-o", str(merged), "--shard", "2/2"])
