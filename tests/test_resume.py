@@ -8,6 +8,7 @@ must resume model, optimizer, scheduler, data position (groups of several epochs
 state of dropout; re-ranking must keep the finished blocks and recompute only the rest.
 """
 import json
+import re
 import os
 import signal
 import subprocess
@@ -223,3 +224,46 @@ def test_a_partial_file_of_another_backend_or_precision_is_refused(tmp_path, toy
         ce = CrossEncoder.from_pretrained(tiny_bert, device="cpu", precision="bf16")
     with pytest.raises(IrdistillError, match=r"other settings \((backend|precision) differ\)"):
         score(ce)
+
+
+def test_a_non_finite_score_stops_reranking_naming_its_query_and_document(tmp_path, toy,
+                                                                           tiny_bert):
+    """docs/reliability.md: re-ranking refuses a non-finite score, naming a query and a
+    document, and keeps the blocks finished before it."""
+    import math
+
+    from irdistill import CrossEncoder
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import ranked, read_run
+    from irdistill.errors import IrdistillError
+    from irdistill.evaluation.rerank import rerank_run
+    from irdistill.io import read_checkpoint
+
+    collection = load_collection(str(toy["folder"]))
+    run = read_run(toy["run"])
+    model = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
+    real, calls = model.score_ids, []
+
+    def poisoned(pairs, **kwargs):  # the second block's fifth pair scores NaN
+        scores = list(real(pairs, **kwargs))
+        calls.append(len(pairs))
+        if len(calls) == 2:
+            scores[4] = math.nan
+        return scores
+
+    model.score_ids = poisoned
+    partial = tmp_path / "partial.jsonl"
+    with pytest.raises(IrdistillError, match=r"1 non-finite score\(s\)") as info:
+        rerank_run(model, collection, run, depth=10, show_progress=False, block_pairs=30,
+                   checkpoint=partial)
+    assert calls == [30, 30]  # blocks of 3 queries x 10 candidates; nothing after the bad one
+    done = read_checkpoint(partial)
+    assert len(done) == 3 and all(all(math.isfinite(s) for s in d.values())
+                                  for d in done.values())
+    query, doc = re.search(r"for query '([^']+)' and document '([^']+)'",
+                           str(info.value)).groups()
+    assert query not in done and [d for d, _ in ranked(run[query])][4] == doc
+    model.score_ids = real  # the rerun goes on from the finished blocks
+    again = rerank_run(model, collection, run, depth=10, show_progress=False, block_pairs=30,
+                       checkpoint=partial)
+    assert set(again) == set(run) and all(again[q] == done[q] for q in done)

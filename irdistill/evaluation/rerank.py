@@ -72,6 +72,10 @@ def check_candidates(collection: Collection, run: Run, depth: int) -> dict[str, 
     return candidates
 
 
+class NonFiniteScores(IrdistillError):
+    """The model scored a pair NaN or infinite (e.g. an fp16 overflow)."""
+
+
 def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int = 100,
                batch_size: int = 64, max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
                show_progress: bool = True,
@@ -105,6 +109,8 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     try:
         _score_blocks(model, collection, candidates, blocks, queries, done, batch_size,
                       max_tokens, show_progress, checkpoint, identity)
+    except NonFiniteScores:
+        raise  # the model's fault, not the input's: the finished blocks stay for the rerun
     except IrdistillError:
         if created and checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
@@ -143,7 +149,7 @@ def _score_blocks(model, collection, candidates, blocks, queries, done, batch_si
                                  batch_size=batch_size, max_tokens=max_tokens)
         bad = [key for key, s in zip(keys, scores) if not math.isfinite(s)]
         if bad:
-            raise IrdistillError(
+            raise NonFiniteScores(
                 f"the model gave {len(bad)} non-finite score(s), e.g. for query '{bad[0][0]}' "
                 f"and document '{bad[0][1]}'",
                 hint="fp16 overflows easily: use --precision bf16 or fp32; finished queries are "
