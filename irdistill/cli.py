@@ -257,7 +257,7 @@ def rerank(
             config={"model": model, "collection": str(collection), "split": split,
                     "depth": depth, "batch_size": batch_size,
                     "max_tokens": budget_for(ce.device, budget),
-                    "precision": ce.precision or "fp32", "backend": backend,
+                    "precision": ce.precision or "fp32", "backend": ce.backend,
                     "max_query_length": ce.max_query_length,
                     "max_doc_length": ce.max_doc_length, "block_pairs": block_pairs,
                     "shard": None if part is None else f"{part[0]}/{part[1]}"},

@@ -124,3 +124,52 @@ def test_retrieve_train_rerank_evaluate_with_a_tiny_model(tmp_path, tiny_bert, s
     assert again.exit_code == 0 and "model saved" in again.output  # finished: nothing redone
     other = invoke("train", "--output", out, "--set", f"model.name={tiny_bert}")
     assert other.exit_code == 2 and "made by another config" in other.output  # not passed off
+
+
+def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, monkeypatch):
+    """--backend onnx and compile and --max-tokens 0 reach the scorer: every run ranks as the
+    default one (a tiny model whose scores spread), and the provenance says how it scored."""
+    pytest.importorskip("onnxruntime")
+    from irdistill.data.trec import read_run
+    from irdistill.evaluation import sharding
+    from irdistill.models.cross_encoder import CrossEncoder
+
+    from tiny_models import build_tiny_model
+    from toy_collection import write_toy_collection
+
+    toy = write_toy_collection(tmp_path / "toy")
+    model = build_tiny_model("bert", tmp_path / "m", initializer_range=0.2)
+    compiled, budgets = [], []
+    real_compile, real_rerank = CrossEncoder.use_compile, sharding.rerank_to_file
+
+    def compile_without_a_compiler(self, backend="inductor", mode=None):  # same graph, no C++
+        compiled.append(backend)
+        return real_compile(self, backend="aot_eager")
+
+    def rerank_to_file(*args, **kwargs):
+        budgets.append(kwargs["max_tokens"])
+        return real_rerank(*args, **kwargs)
+
+    monkeypatch.setattr(CrossEncoder, "use_compile", compile_without_a_compiler)
+    monkeypatch.setattr(sharding, "rerank_to_file", rerank_to_file)
+    runs = {}
+    for name, extra in {"torch": [], "onnx": ["--backend", "onnx"],
+                        "compile": ["--backend", "compile"],
+                        "no-budget": ["--max-tokens", "0"]}.items():
+        out = tmp_path / f"{name}.trec"
+        result = invoke("rerank", model, toy["folder"], "--run", toy["run"], "--depth", 10,
+                        "--output", out, *extra)
+        assert result.exit_code == 0, result.output
+        runs[name] = read_run(out)
+        record = read_run_provenance(out)
+        assert record["config"]["backend"] == {"onnx": "onnx", "compile": "compile"}.get(
+            name, "torch")
+    assert compiled == ["inductor"] and budgets == ["auto", "auto", "auto", None]
+    assert read_run_provenance(tmp_path / "no-budget.trec")["config"]["max_tokens"] is None
+    reference = runs["torch"]
+    spread = max(max(d.values()) - min(d.values()) for d in reference.values())
+    assert spread > 0.05
+    for name, run in runs.items():
+        for query, docs in reference.items():
+            assert sorted(run[query], key=run[query].get) == sorted(docs, key=docs.get), name
+            assert all(abs(run[query][d] - s) < 1e-4 for d, s in docs.items()), name

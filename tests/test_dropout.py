@@ -151,3 +151,30 @@ def test_cpu_dropout_disabled_or_without_dropout_changes_nothing():
         assert switched == 0 and model.config._attn_implementation == "sdpa"
     with fd.cpu_dropout(model):  # p = 0: SDPA and nn.Dropout's own path
         assert torch.equal(model(input_ids=ids).logits, plain)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_training_uses_the_cheap_dropout_when_train_fast_dropout_is_on(tmp_path, tiny_bert,
+                                                                       monkeypatch, enabled):
+    """``train.fast_dropout`` (on by default) reaches the trainer: the cheap masks are drawn in
+    every training step with it on, never with it off; the saved model has plain dropout."""
+    from irdistill.config import load_config
+    from irdistill.train.engine import train
+
+    from toy_collection import write_toy_collection
+
+    toy = write_toy_collection(tmp_path / "toy")
+    drawn = []
+    real = fd.dropout
+    monkeypatch.setattr(fd, "dropout", lambda x, p: drawn.append(p) or real(x, p))
+    config = load_config(overrides=[
+        f"model.name={tiny_bert}", f"data.collection={toy['folder']}", f"data.run={toy['run']}",
+        "data.negatives=3", "model.max_doc_length=32", "loss=infonce", "train.epochs=1",
+        "train.batch_size=4", "train.precision=fp32", "train.save_steps=100",
+        f"train.fast_dropout={str(enabled).lower()}"])
+    model_dir = train(config, tmp_path / "out", show_progress=False)
+    if enabled:  # 2 steps; every layer's dropout, hidden and attention-probability alike
+        assert len(drawn) >= 2 * 2 and set(drawn) == {0.1}
+    else:
+        assert drawn == []
+    assert fd.ATTENTION not in (model_dir / "config.json").read_text()
