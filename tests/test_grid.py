@@ -259,3 +259,76 @@ def test_cli_experiment_run_and_compare_end_to_end(tmp_path, beir_folder, tiny_b
     assert bad.exit_code == 2 and "did you mean 'BM25'" in bad.output
     case = runner.invoke(app, ["compare", str(out), "--baseline", "bm25", "--no-plots"])
     assert case.exit_code == 0 and "| BM25 (first stage, baseline) |" in case.output
+
+
+def test_kd_vs_contrastive_table_pairs_each_student_with_its_size(tmp_path, monkeypatch):
+    """scripts/kd_vs_contrastive_table.py: each KD student against the contrastive student of
+    its own size, per-query values averaged over seeds, Holm over the comparisons; checked by
+    recomputing the deltas from the grid's evaluation files."""
+    import importlib.util
+
+    import numpy as np
+
+    from irdistill.evaluation.significance import holm
+    from irdistill.experiments.report import load_grid_results
+
+    from conftest import REPO
+    from tiny_models import build_tiny_model
+
+    def fake(config, output_dir, show_progress=True):  # a different spread model per cell
+        seed = 100 * (config.loss == "bce") + 10 * config.model.num_hidden_layers + \
+            config.train.seed
+        build_tiny_model("bert", output_dir / "model", seed=seed, initializer_range=0.2)
+        (output_dir / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+        return output_dir / "model"
+
+    monkeypatch.setattr(grid_module, "train_model", fake)
+    from toy_collection import write_toy_collection
+
+    toy = write_toy_collection(tmp_path / "toy")  # 8 queries x 10 candidates: rankings differ
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"""
+name: kd-toy
+base:
+  data: {{collection: {toy['folder']}, run: {toy['run']}, negatives: 3}}
+  model: {{name: {build_tiny_model('bert', tmp_path / 'base', initializer_range=0.2)}}}
+axes:
+  objective: {{contrastive: {{loss: infonce}}, kd: {{loss: bce}}}}
+  model.num_hidden_layers: [1, 2]
+  seed: [1, 2]
+suites: [toy]
+suite_definitions:
+  toy: {{datasets: [{{id: {toy['folder']}, name: toy, run: {toy['run']}}}],
+        measures: [nDCG@10], depth: 10, first_stage: run}}
+output: {tmp_path / 'out'}
+""")
+    run_grid(load_grid(path), show_progress=False)
+    spec = importlib.util.spec_from_file_location(
+        "kd_table", REPO / "scripts" / "kd_vs_contrastive_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    result = script.table(tmp_path / "out")
+    rows = {(r["objective"], r["layers"]): r for r in result["rows"]}
+    assert set(rows) == {(o, size) for o in ("contrastive", "kd") for size in (1, 2)}
+    trained = [r for r in load_grid_results(tmp_path / "out").results if r.kind == "trained"]
+
+    def averaged(objective, size):
+        runs = [r for r in trained if r.labels["objective"] == objective
+                and r.labels["model.num_hidden_layers"] == str(size)]
+        assert len(runs) == 2
+        return {q: np.mean([r.per_query[q]["nDCG@10"] for r in runs]) for q in runs[0].per_query}
+
+    deltas = []
+    for size in (1, 2):
+        kd, base = averaged("kd", size), averaged("contrastive", size)
+        deltas.append(np.mean([kd[q] - base[q] for q in base]))
+        assert rows["kd", size]["delta"] == pytest.approx(deltas[-1])
+        assert rows["contrastive", size]["seeds"] == 2 and "delta" not in rows["contrastive", size]
+    assert any(abs(d) > 1e-6 for d in deltas)  # the cells really differ
+    raw = [rows["kd", size]["p_t"] for size in (1, 2)]
+    assert [rows["kd", size]["p_t_holm"] for size in (1, 2)] == pytest.approx(holm(raw),
+                                                                             nan_ok=True)
+    assert {"untrained L1", "untrained L2"} <= set(result["others"])
+    out = tmp_path / "report"
+    assert script.main([str(tmp_path / "out"), "--output", str(out)]) == 0
+    assert "| 2 | kd |" in (out / "table.md").read_text() and (out / "kd-vs-contrastive.png").exists()
