@@ -378,7 +378,7 @@ def demo(
     = Path("demo-output"),
     minutes: Annotated[Optional[float], typer.Option(
         "--minutes", help="Training budget in wall-clock minutes (train.max_minutes; the "
-                          "recipe's default is 9).")] = None,
+                          "recipe's default is 10.5).")] = None,
     bi_encoder: Annotated[str, typer.Option(
         "--bi-encoder", help="Bi-encoder of the dense first stage and the hybrid teacher "
                              "(sentence-transformers folder or hub name).")] = "minilm",

@@ -2,14 +2,14 @@
 (``train.eval_steps``) as a table and a plot.
 
     python scripts/learning_curve.py RUN_FOLDER [RUN_FOLDER ...] --output docs/results/curve \
-        [--baseline bm25=0.6617] [--x step|train_seconds]
+        [--baseline bm25=0.6617] [--x step|groups|train_seconds]
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from irdistill.experiments.plots import plot_learning_curve, read_evaluations
+from irdistill.experiments.plots import batch_size_of, plot_learning_curve, read_evaluations
 
 
 def main() -> None:
@@ -17,17 +17,22 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="training output folders")
     parser.add_argument("--output", required=True, help="plot path without extension")
     parser.add_argument("--measure", default="nDCG@10")
-    parser.add_argument("--x", default="step", choices=("step", "train_seconds"))
+    parser.add_argument("--x", default="step", choices=("step", "groups", "train_seconds"),
+                        help="x axis: steps, groups (steps x batch size) or training minutes")
     parser.add_argument("--baseline", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     baselines = {b.split("=")[0]: float(b.split("=")[1]) for b in args.baseline}
     logs = {run.name: run / "train_log.jsonl" for run in args.runs}
     for name, path in logs.items():
-        print(f"| {name} | step | training minutes | {args.measure} |\n|---|---|---|---|")
+        groups = batch_size_of(path) if (path.parent / "config.yaml").exists() else None
+        print(f"| {name} | step | groups | training minutes | {args.measure} |\n"
+              "|---|---|---|---|---|")
         for row in read_evaluations(path):
             value = row.get(f"eval_{args.measure}")
             if value is not None:
-                print(f"| | {row['step']} | {row.get('train_seconds', 0) / 60:.1f} | {value:.4f} |")
+                seen = row["step"] * groups if groups else ""
+                print(f"| | {row['step']} | {seen} | {row.get('train_seconds', 0) / 60:.1f} | "
+                      f"{value:.4f} |")
     for path in plot_learning_curve(logs, args.output, baselines, args.measure, args.x):
         print("wrote", path)
 

@@ -152,3 +152,32 @@ def test_learning_curve_reads_the_evaluations_of_a_training_log(tmp_path):
                                 x="train_seconds")
     assert sorted(f.suffix for f in files) == [".pdf", ".png"]
     assert all(f.stat().st_size > 0 for f in files)
+
+
+def test_learning_curve_against_groups_scales_steps_by_the_batch_size(tmp_path, monkeypatch):
+    """--x groups: runs of other batch sizes on one axis of training data (steps x batch)."""
+    import json
+
+    import matplotlib.axes
+
+    from irdistill.errors import IrdistillError
+    from irdistill.experiments.plots import plot_learning_curve
+
+    logs = {}
+    for name, batch in (("b16", 16), ("b8", 8)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"train: {{batch_size: {batch}}}\n")
+        (folder / "train_log.jsonl").write_text("".join(
+            json.dumps({"step": s, "eval_nDCG@10": 0.1 * i}) + "\n"
+            for i, s in enumerate((10, 20), start=1)))
+        logs[name] = folder / "train_log.jsonl"
+    plotted = {}
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, xs, ys, **kw: (
+        plotted.__setitem__(kw.get("label"), list(xs)), real(self, xs, ys, **kw))[1])
+    plot_learning_curve(logs, tmp_path / "curve", x="groups")
+    assert plotted == {"b16": [160, 320], "b8": [80, 160]}
+    (tmp_path / "b8" / "config.yaml").unlink()
+    with pytest.raises(IrdistillError, match="no config.yaml beside the training log"):
+        plot_learning_curve(logs, tmp_path / "curve", x="groups")

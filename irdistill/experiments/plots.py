@@ -250,22 +250,38 @@ def read_evaluations(train_log: str | Path) -> list[dict]:
     return rows
 
 
+def batch_size_of(train_log: str | Path) -> int:
+    """``train.batch_size`` of the training run whose ``train_log.jsonl`` this is."""
+    from irdistill.config import read_yaml
+    from irdistill.errors import IrdistillError
+
+    path = Path(train_log).parent / "config.yaml"
+    if not path.exists():
+        raise IrdistillError("no config.yaml beside the training log", path=path,
+                             hint="give training output folders, or plot against steps")
+    return int(read_yaml(path)["train"]["batch_size"])
+
+
 def plot_learning_curve(train_logs: dict[str, str | Path], output: str | Path,
                         baselines: dict[str, float] | None = None,
                         measure: str = "nDCG@10", x: str = "step") -> list[Path]:
-    """The held-out measure against training ``step`` (or ``train_seconds``, shown in minutes)
-    of each run's ``train_log.jsonl``, with horizontal lines for ``baselines``."""
+    """The held-out measure against training ``step``, ``groups`` (steps x the run's
+    ``train.batch_size`` from the ``config.yaml`` beside its log: runs of other batch sizes at
+    equal training data) or ``train_seconds`` (shown in minutes) of each run's
+    ``train_log.jsonl``, with horizontal lines for ``baselines``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     key = f"eval_{measure}"
     for name, path in train_logs.items():
         rows = [r for r in read_evaluations(path) if key in r]
-        xs = [r[x] / 60 if x == "train_seconds" else r[x] for r in rows]
+        scale = batch_size_of(path) if x == "groups" else 1
+        xs = [r[x] / 60 if x == "train_seconds" else r["step"] * scale for r in rows]
         ax.plot(xs, [r[key] for r in rows], marker="o", label=name)
     for name, value in (baselines or {}).items():
         ax.axhline(value, linestyle="--", linewidth=1, color="grey")
         ax.annotate(name, (ax.get_xlim()[0], value), fontsize=8, va="bottom")
-    ax.set_xlabel("training minutes" if x == "train_seconds" else "training steps")
+    ax.set_xlabel({"train_seconds": "training minutes", "groups": "training groups (queries)"}
+                  .get(x, "training steps"))
     ax.set_ylabel(f"{measure} (held-out queries)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
