@@ -13,6 +13,17 @@ from typing import Any
 from irdistill.errors import IrdistillError
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (no race with threads
+    creating files), else by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
     """Write to a temporary file beside ``path`` and rename it into place on success.
@@ -28,6 +39,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from co-workers
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
