@@ -791,6 +791,41 @@ def adapt(
     typer.echo(f"adapted model: {report['models']['adapted']}")
 
 
+@command
+def pseudo_queries(
+    collection: Annotated[str, typer.Argument(
+        help="The unlabelled target corpus: ir_datasets id, BEIR folder or plain folder (only "
+             "its documents are read).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the pseudo-query "
+                                                                 "training collection.")],
+    queries: Annotated[int, typer.Option(help="Pseudo-queries to make (at most one per "
+                                              "document).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the documents and sentences chosen.")] = 0,
+    min_words: Annotated[int, typer.Option(help="Shortest sentence taken as a query.")] = 5,
+    max_words: Annotated[int, typer.Option(help="Longest sentence taken as a query.")] = 40,
+    keep_fraction: Annotated[float, typer.Option(
+        help="How often the sentence stays in its document (Lee et al. 2019: 0.1).")] = 0.1,
+    split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+) -> None:
+    """Pseudo-queries cut from a target corpus (inverse cloze): each a sentence of a document,
+    whose positive is that document without it. Writes a plain-folder collection (docs.tsv,
+    queries.tsv, qrels.txt) that 'teach ensemble' scores and 'train' trains on, so a re-ranker
+    adapts to a new domain without its labels."""
+    from irdistill.adapt.pseudo import ClozeSettings, write_pseudo_collection
+    from irdistill.data.collection import load_collection
+    from irdistill.io import check_output_folder
+
+    settings = ClozeSettings(queries=queries, seed=seed, min_words=min_words,
+                             max_words=max_words, keep_fraction=keep_fraction)
+    settings.check()
+    check_output_folder(output)
+    coll = load_collection(collection, split)
+    counts = write_pseudo_collection(collection, coll.docs, output, settings)
+    typer.echo(f"wrote {counts['queries']} pseudo-queries over {counts['documents']} documents "
+               f"({counts['sentences_removed']} sentences removed from their documents) to "
+               f"{output}")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,131 @@
+"""Pseudo-queries cut from an unlabelled target corpus (inverse cloze), for training a
+re-ranker on a new domain without labels.
+
+The inverse cloze task (Lee et al., "Latent Retrieval for Weakly Supervised Open Domain
+Question Answering", ACL 2019): a sentence of a document is a query whose positive is the
+document it came from. As in that paper the sentence is removed from its document
+(``keep_fraction`` of the time it stays, 0.1 there), so that the query is not a verbatim
+substring of its positive and a model has to match meaning, not copy text.
+
+The result is a training collection in the plain-folder layout that every command reads:
+``docs.tsv`` (the target corpus, each source document without its sentence), ``queries.tsv``
+(the pseudo-queries), ``qrels.txt`` (each pseudo-query's source document, relevance 1) and
+``provenance.json``. Teachers score it (``irdistill teach ensemble FOLDER -t bm25 -t bi:minilm
+--normalisation zscore``) and ``irdistill train`` trains on it, as on any labelled collection.
+Only the target's documents are read: never its queries or judgements.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from irdistill.data.collection import DocStore
+from irdistill.errors import IrdistillError
+from irdistill.io import atomic_write, check_output_folder
+
+#: a sentence ends at . ! or ? followed by white space (abbreviations split too: a cut query
+#: is still a query)
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class ClozeSettings:
+    queries: int = 1000  # pseudo-queries to make (at most one per document)
+    seed: int = 0
+    min_words: int = 5  # shortest sentence taken as a query
+    max_words: int = 40  # longest one
+    keep_fraction: float = 0.1  # how often the sentence stays in its document (Lee et al.: 0.1)
+
+    def check(self) -> None:
+        if self.queries < 1:
+            raise IrdistillError(f"queries={self.queries} must be at least 1")
+        if not 1 <= self.min_words <= self.max_words:
+            raise IrdistillError(f"min_words={self.min_words} and max_words={self.max_words}: "
+                                 "need 1 <= min_words <= max_words")
+        if not 0.0 <= self.keep_fraction <= 1.0:
+            raise IrdistillError(f"keep_fraction={self.keep_fraction} must be in [0, 1]")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE_END.split(text) if s.strip()]
+
+
+def clean(text: str) -> str:
+    """One line, single spaces: safe in a TSV field."""
+    return " ".join(text.split())
+
+
+def inverse_cloze(docs: DocStore, settings: ClozeSettings = ClozeSettings(),
+                  show_progress: bool = True
+                  ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """``(queries, positives, texts)``: pseudo-query id -> sentence, pseudo-query id -> its
+    source document, and document id -> text (every document; a source document without its
+    sentence unless kept). Deterministic for a seed and a corpus: documents are visited in a
+    seeded permutation of their ids, each gives at most one query (a random sentence of
+    ``min_words`` to ``max_words`` words that is not its only sentence)."""
+    settings.check()
+    texts = {doc_id: clean(text) for doc_id, text in tqdm(
+        docs, desc="reading documents", unit="doc", disable=not show_progress)}
+    if not texts:
+        raise IrdistillError("the corpus has no documents")
+    rng = np.random.default_rng(settings.seed)
+    order = [sorted(texts)[i] for i in rng.permutation(len(texts))]
+    queries: dict[str, str] = {}
+    positives: dict[str, str] = {}
+    for doc_id in order:
+        if len(queries) == settings.queries:
+            break
+        parts = sentences(texts[doc_id])
+        usable = [i for i, s in enumerate(parts)
+                  if settings.min_words <= len(s.split()) <= settings.max_words]
+        if len(parts) < 2 or not usable:  # the document would be left empty, or no sentence
+            continue
+        pick = usable[int(rng.integers(len(usable)))]
+        qid = f"pq{len(queries)}"
+        queries[qid] = parts[pick]
+        positives[qid] = doc_id
+        if rng.random() >= settings.keep_fraction:
+            texts[doc_id] = " ".join(parts[:pick] + parts[pick + 1:])
+    if not queries:
+        raise IrdistillError(f"no document has a sentence of {settings.min_words}-"
+                             f"{settings.max_words} words besides another sentence",
+                             hint="lower min_words or raise max_words")
+    return queries, positives, texts
+
+
+def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
+                            settings: ClozeSettings = ClozeSettings(),
+                            show_progress: bool = True) -> dict[str, int]:
+    """Write the pseudo-query training collection of ``docs`` to ``output`` (see the module
+    docstring); return counts. A finished folder is refused, never mixed."""
+    from irdistill.provenance import provenance_record
+
+    output = Path(output)
+    check_output_folder(output)
+    if (output / "queries.tsv").exists():
+        raise IrdistillError("the folder already holds a pseudo-query collection", path=output,
+                             hint="choose a new output folder or delete this one")
+    queries, positives, texts = inverse_cloze(docs, settings, show_progress)
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output / "docs.tsv") as handle:
+        for doc_id, text in texts.items():
+            handle.write(f"{doc_id}\t{text}\n")
+    with atomic_write(output / "qrels.txt") as handle:
+        for qid, doc_id in positives.items():
+            handle.write(f"{qid} 0 {doc_id} 1\n")
+    counts = {"documents": len(texts), "queries": len(queries),
+              "sentences_removed": sum(texts[d] != clean(t) for d, t in
+                                       docs.get_many(positives.values()).items())}
+    from irdistill.io import write_json
+
+    write_json(output / "provenance.json", provenance_record(
+        kind="pseudo-queries", method="inverse cloze", source=source,
+        config=asdict(settings), counts=counts))
+    with atomic_write(output / "queries.tsv") as handle:  # last: the folder is complete
+        for qid, text in queries.items():
+            handle.write(f"{qid}\t{text}\n")
+    return counts
