@@ -15,7 +15,6 @@ objective, seeds as error bars) to ``--output`` (default: GRID/report-kd).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.significance import compare_to_baseline
+from irdistill.experiments.plots import _pyplot, save
 from irdistill.experiments.report import load_grid_results
 from irdistill.io import atomic_write, write_json
 
@@ -32,7 +32,9 @@ LAYERS = "model.num_hidden_layers"
 
 def table(root: str | Path, measure: str = "nDCG@10", contrastive: str = "contrastive",
           alpha: float = 0.05) -> dict:
-    """``{"rows": [...], "first_stage": ..., "untrained": {...}}`` of a finished grid."""
+    """``{"rows": [...], "others": {...}, ...}`` of a grid: a row per objective and size (mean,
+    std and values over seeds; against the contrastive student, its delta and p-values), and
+    the systems without training (first stage, untrained students)."""
     rs = load_grid_results(root)
     trained = [r for r in rs.results if r.kind == "trained"]
     if not trained:
@@ -90,7 +92,8 @@ def table(root: str | Path, measure: str = "nDCG@10", contrastive: str = "contra
         match = re.search(r"\bL(\d+)\b", r.system)
         key = f"untrained L{match.group(1)}" if r.kind == "untrained" and match else r.system
         others[key] = r.aggregate[measure]
-    return {"measure": measure, "dataset": datasets[0], "contrastive": contrastive,
+    return {"root": str(rs.root), "measure": measure, "dataset": datasets[0],
+            "contrastive": contrastive,
             "alpha": alpha, "correction": "holm", "test": "t", "rows": rows, "others": others}
 
 
@@ -115,11 +118,7 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for objective in dict.fromkeys(r["objective"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["objective"] == objective]
@@ -134,9 +133,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel(f"{result['measure']} ({result['dataset']})")
     ax.set_xticks(sorted({r["layers"] for r in result["rows"]}))
     ax.legend()
-    fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        fig.savefig(path.with_suffix(suffix), dpi=150)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -151,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     result = table(args.grid, args.measure, args.contrastive, args.alpha)
-    from irdistill.experiments.report import _grid_root
-
-    out = Path(args.output) if args.output else _grid_root(args.grid) / "report-kd"
+    out = Path(args.output) if args.output else Path(result["root"]) / "report-kd"
     out.mkdir(parents=True, exist_ok=True)
     text = markdown(result)
     with atomic_write(out / "table.md") as handle:

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from irdistill.data.collection import DocStore
 from irdistill.errors import IrdistillError
-from irdistill.io import atomic_write, check_output_folder
+from irdistill.io import atomic_write, check_output_folder, write_json
+from irdistill.provenance import provenance_record
 
 #: a sentence ends at . ! or ? followed by white space (abbreviations split too: a cut query
 #: is still a query)
@@ -73,7 +74,8 @@ def inverse_cloze(docs: DocStore, settings: ClozeSettings = ClozeSettings(),
     if not texts:
         raise IrdistillError("the corpus has no documents")
     rng = np.random.default_rng(settings.seed)
-    order = [sorted(texts)[i] for i in rng.permutation(len(texts))]
+    ids = sorted(texts)
+    order = [ids[i] for i in rng.permutation(len(ids))]
     queries: dict[str, str] = {}
     positives: dict[str, str] = {}
     for doc_id in order:
@@ -102,8 +104,6 @@ def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
                             show_progress: bool = True) -> dict[str, int]:
     """Write the pseudo-query training collection of ``docs`` to ``output`` (see the module
     docstring); return counts. A finished folder is refused, never mixed."""
-    from irdistill.provenance import provenance_record
-
     output = Path(output)
     check_output_folder(output)
     if (output / "queries.tsv").exists():
@@ -117,11 +117,9 @@ def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
     with atomic_write(output / "qrels.txt") as handle:
         for qid, doc_id in positives.items():
             handle.write(f"{qid} 0 {doc_id} 1\n")
+    # a kept sentence is still in its document (counted from what is written: no second read)
     counts = {"documents": len(texts), "queries": len(queries),
-              "sentences_removed": sum(texts[d] != clean(t) for d, t in
-                                       docs.get_many(positives.values()).items())}
-    from irdistill.io import write_json
-
+              "sentences_removed": sum(queries[q] not in texts[d] for q, d in positives.items())}
     write_json(output / "provenance.json", provenance_record(
         kind="pseudo-queries", method="inverse cloze", source=source,
         config=asdict(settings), counts=counts))
