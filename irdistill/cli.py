@@ -792,6 +792,31 @@ def adapt(
 
 
 @command
+def adapt_reranker(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
+    = Path("runs/adapt-reranker"),
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a config key, e.g. --set model=demo-output/train/model "
+                      "--set target=cranfield --set seeds=[1,2] --set methods=[pseudo,mlm] "
+                      "--set training.loss=margin_mse (repeatable).")] = None,
+) -> None:
+    """Adapt a source-trained cross-encoder to an unlabelled target corpus (pseudo-queries cut
+    from its documents, labelled by a BM25 + bi-encoder teacher, then distilled; or MLM of the
+    lower layers on it, recombined) and compare it there with the zero-shot re-ranker, BM25,
+    the bi-encoder and their hybrid. Only the evaluation reads the target's queries and
+    judgements. A rerun goes on from every finished step."""
+    from irdistill.adapt.reranker import adapt_reranker as run_adapt, load_adapt_config
+
+    report = run_adapt(load_adapt_config(config, set_), output)
+    if report["results"]:
+        _print_table(report["results"], title="re-rankers on the target (mean over seeds)")
+        typer.echo(f"paired tests against the zero-shot re-ranker: {output / 'report'}")
+    for name, paths in report["models"].items():
+        typer.echo(f"{name}: {', '.join(paths.values())}")
+
+
+@command
 def pseudo_queries(
     collection: Annotated[str, typer.Argument(
         help="The unlabelled target corpus: ir_datasets id, BEIR folder or plain folder (only "
@@ -806,24 +831,52 @@ def pseudo_queries(
     keep_fraction: Annotated[float, typer.Option(
         help="How often the sentence stays in its document (Lee et al. 2019: 0.1).")] = 0.1,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+    generator: Annotated[Optional[str], typer.Option(
+        help="Write the queries with this language model instead (doc2query): a Hugging Face "
+             "seq2seq model such as a doc2query T5, or a causal LM; hub name or folder.")]
+    = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        help="Generator prompt with {document} (default: the document alone for a seq2seq "
+             "model; an instruction for a causal LM).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest generated query, in tokens.")]
+    = 32,
+    batch_size: Annotated[int, typer.Option(help="Documents per generation batch.")] = 16,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or "
+                                              "vllm.")] = "auto",
+    precision: Annotated[Optional[str], typer.Option(help="Generator precision: fp32, bf16, "
+                                                          "fp16.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")]
+    = None,
 ) -> None:
-    """Pseudo-queries cut from a target corpus (inverse cloze): each a sentence of a document,
-    whose positive is that document without it. Writes a plain-folder collection (docs.tsv,
-    queries.tsv, qrels.txt) that 'teach ensemble' scores and 'train' trains on, so a re-ranker
-    adapts to a new domain without its labels."""
-    from irdistill.adapt.pseudo import ClozeSettings, write_pseudo_collection
+    """Pseudo-queries from a target corpus: cut from it (inverse cloze: a sentence of a
+    document, whose positive is that document without it), or with --generator written by a
+    language model (one query per document, greedy). Writes a plain-folder collection
+    (docs.tsv, queries.tsv, qrels.txt) that 'teach ensemble' scores and 'train' trains on, so a
+    re-ranker adapts to a new domain without its labels."""
+    from irdistill.adapt.pseudo import (ClozeSettings, GenerationSettings,
+                                        write_pseudo_collection)
     from irdistill.data.collection import load_collection
     from irdistill.io import check_output_folder
 
-    settings = ClozeSettings(queries=queries, seed=seed, min_words=min_words,
-                             max_words=max_words, keep_fraction=keep_fraction)
+    if generator is not None:
+        from irdistill.teachers.llm import check_backend
+
+        settings = GenerationSettings(model=generator, queries=queries, seed=seed,
+                                      prompt=prompt, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, backend=backend,
+                                      precision=precision, device=device)
+        check_backend(backend)
+    else:
+        settings = ClozeSettings(queries=queries, seed=seed, min_words=min_words,
+                                 max_words=max_words, keep_fraction=keep_fraction)
     settings.check()
     check_output_folder(output)
     coll = load_collection(collection, split)
     counts = write_pseudo_collection(collection, coll.docs, output, settings)
+    detail = (f"{counts['empty_answers']} empty answers" if generator is not None else
+              f"{counts['sentences_removed']} sentences removed from their documents")
     typer.echo(f"wrote {counts['queries']} pseudo-queries over {counts['documents']} documents "
-               f"({counts['sentences_removed']} sentences removed from their documents) to "
-               f"{output}")
+               f"({detail}) to {output}")
 
 
 def main() -> None:

@@ -107,6 +107,9 @@ class TrainConfig:
     # schedule then spans the budget (irdistill.train.progress); training also ends at
     # train.max_steps, or else after the groups of train.epochs: give enough of them
     max_minutes: float | None = None
+    # keep the embeddings and the first k transformer layers fixed (the domain part of
+    # irdistill.adapt.parts): the task step of the MLM adaptation recipe (irdistill.adapt.reranker)
+    freeze_domain_layers: int | None = None
 
 
 @dataclass
@@ -221,6 +224,7 @@ def check_config(config: Config) -> Config:
     _at_least("train.max_grad_norm", t.max_grad_norm, 0)
     _at_least("train.num_workers", t.num_workers, 0)
     _at_least("train.forward_tokens", t.forward_tokens, 0)
+    _at_least("train.freeze_domain_layers", t.freeze_domain_layers, 0)
     if not 0 <= t.warmup_ratio < 1:
         raise IrdistillError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
     if t.max_steps == 0 or t.max_steps < -1:
@@ -449,7 +453,7 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens")
                 ("data", "dev_run"): None, ("train", "eval_steps"): None,
                 ("train", "eval_depth"): 100, ("train", "eval_measure"): "nDCG@10",
                 ("train", "keep_best"): False, ("train", "early_stopping_patience"): None,
-                ("train", "max_minutes"): None,
+                ("train", "max_minutes"): None, ("train", "freeze_domain_layers"): None,
                 # hard-negative mining in labels mode, off: the groups of before it existed
                 ("data", "negatives_range"): None, ("data", "false_negative_margin"): None,
                 ("data", "false_negative_relative_margin"): None}

@@ -32,3 +32,16 @@ def write_toy_collection(folder: str | Path) -> dict[str, Path]:
                 handle.write(f"q-{topic} Q0 {doc} {rank} {20 - rank} bm25\n")
     return {"folder": folder, "run": run, "docs": folder / "docs.tsv",
             "queries": folder / "queries.tsv", "qrels": folder / "qrels.txt"}
+
+
+class Untouchable(dict):
+    """Queries or qrels that fail on any use: a collection built with them proves that a step
+    reads only its documents."""
+
+    def _fail(self, *args, **kwargs):
+        raise AssertionError("the target's queries or judgements were read")
+
+    def __getattribute__(self, name):
+        object.__getattribute__(self, "_fail")()
+
+    __len__ = __bool__ = __iter__ = __contains__ = __getitem__ = _fail

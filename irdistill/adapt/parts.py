@@ -38,6 +38,22 @@ def _embeddings_path(base: nn.Module) -> str:
                          hint="domain adaptation supports BERT-like encoders")
 
 
+def check_layer_count(name_or_path: str, k: int, keep_layers: int | None = None) -> None:
+    """Fail before a model is loaded if its domain part of ``k`` layers is out of range
+    (``keep_layers``: the model is cut to its first layers, ``model.num_hidden_layers``)."""
+    from transformers import AutoConfig
+
+    from irdistill.models.cross_encoder import resolve_model_path
+
+    layers = getattr(AutoConfig.from_pretrained(resolve_model_path(name_or_path)),
+                     "num_hidden_layers", None)
+    if layers is not None and keep_layers:
+        layers = min(layers, keep_layers)
+    if k < 0 or (layers is not None and k > layers):
+        raise IrdistillError(f"domain layers k={k} is out of range",
+                             hint=f"the model has {layers} layers: choose 0 to {layers}")
+
+
 def domain_prefixes(model: nn.Module, layers: int) -> list[str]:
     """Parameter-name prefixes of the domain part of a masked LM (see the module docstring)."""
     base = model.base_model

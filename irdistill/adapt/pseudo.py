@@ -1,5 +1,6 @@
-"""Pseudo-queries cut from an unlabelled target corpus (inverse cloze), for training a
-re-ranker on a new domain without labels.
+"""Pseudo-queries from an unlabelled target corpus, for training a re-ranker on a new domain
+without labels: cut from the documents (inverse cloze), or written by a language model
+(doc2query, :class:`GenerationSettings`) where one is available.
 
 The inverse cloze task (Lee et al., "Latent Retrieval for Weakly Supervised Open Domain
 Question Answering", ACL 2019): a sentence of a document is a query whose positive is the
@@ -13,6 +14,12 @@ The result is a training collection in the plain-folder layout that every comman
 ``provenance.json``. Teachers score it (``irdistill teach ensemble FOLDER -t bm25 -t bi:minilm
 --normalisation zscore``) and ``irdistill train`` trains on it, as on any labelled collection.
 Only the target's documents are read: never its queries or judgements.
+
+Generation (``irdistill pseudo-queries CORPUS --generator MODEL``) gives each of ``queries``
+seeded documents one query written greedily by a Hugging Face sequence-to-sequence model (a
+doc2query T5 reads the document alone) or causal LM (prompted with :data:`CAUSAL_PROMPT`),
+through the backends of the LLM teacher (:mod:`irdistill.teachers.llm`: transformers, or vLLM on
+a GPU); the documents stay whole.
 """
 from __future__ import annotations
 
@@ -99,17 +106,114 @@ def inverse_cloze(docs: DocStore, settings: ClozeSettings = ClozeSettings(),
     return queries, positives, texts
 
 
+#: the prompt of a causal LM (a sequence-to-sequence model such as doc2query's T5 reads the
+#: document alone: "{document}")
+CAUSAL_PROMPT = ("Write a short search query that the following document answers.\n"
+                 "Document: {document}\nQuery:")
+
+
+@dataclass
+class GenerationSettings:
+    """doc2query-style pseudo-queries (Nogueira et al., 2019): a language model writes one query
+    per document, read greedily up to its end-of-sequence token or the first line break."""
+
+    model: str  # a Hugging Face seq2seq (e.g. a doc2query T5) or causal LM: hub name or folder
+    queries: int = 1000  # documents that get a query
+    seed: int = 0  # which documents (a seeded permutation, as for the inverse cloze)
+    prompt: str | None = None  # with {document}; default: the document (seq2seq), CAUSAL_PROMPT
+    max_doc_words: int = 200  # document words in the prompt
+    max_new_tokens: int = 32
+    batch_size: int = 16
+    backend: str = "auto"  # transformers, or vllm where installed (causal LMs)
+    precision: str | None = None
+    device: str | None = None
+
+    def check(self) -> None:
+        if self.queries < 1:
+            raise IrdistillError(f"queries={self.queries} must be at least 1")
+        for name in ("max_doc_words", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise IrdistillError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.prompt is not None and "{document}" not in self.prompt:
+            raise IrdistillError("the prompt has no {document} in it",
+                                 hint="e.g. --prompt 'Document: {document}\\nQuery:'")
+
+
+def generated_queries(docs: DocStore, backend, settings: GenerationSettings,
+                      show_progress: bool = True
+                      ) -> tuple[dict[str, str], dict[str, str], dict[str, str], int]:
+    """``(queries, positives, texts, empty)``: like :func:`inverse_cloze`, with the query written
+    by ``backend`` (:func:`irdistill.teachers.llm.load_backend`) from each chosen document, which
+    stays as it is; ``empty`` counts the documents whose answer was empty (no query)."""
+    from irdistill.teachers.llm import truncate_words
+
+    settings.check()
+    texts = {doc_id: clean(text) for doc_id, text in tqdm(
+        docs, desc="reading documents", unit="doc", disable=not show_progress)}
+    ids = sorted(d for d, text in texts.items() if text)
+    if not ids:
+        raise IrdistillError("the corpus has no document text")
+    rng = np.random.default_rng(settings.seed)
+    chosen = [ids[i] for i in rng.permutation(len(ids))[:settings.queries]]
+    seq2seq = getattr(backend, "seq2seq", False)
+    prompt = settings.prompt or ("{document}" if seq2seq else CAUSAL_PROMPT)
+    tokenizer = backend.tokenizer
+    queries: dict[str, str] = {}
+    positives: dict[str, str] = {}
+    empty = 0
+    for start in tqdm(range(0, len(chosen), settings.batch_size), desc="writing queries",
+                      unit="batch", disable=not show_progress):
+        batch = chosen[start:start + settings.batch_size]
+        prompts = [tokenizer(prompt.format(document=truncate_words(texts[d],
+                                                                   settings.max_doc_words)),
+                             truncation=True)["input_ids"] for d in batch]
+        answers = backend.generate(prompts, [settings.max_new_tokens] * len(batch), exact=False)
+        for doc_id, answer in zip(batch, answers):
+            lines = [line for line in answer.strip().splitlines() if line.strip()]
+            query = clean(lines[0]) if lines else ""
+            if not query:
+                empty += 1
+                continue
+            qid = f"pq{len(queries)}"
+            queries[qid] = query
+            positives[qid] = doc_id
+    if not queries:
+        raise IrdistillError(f"the model '{settings.model}' wrote no query for any of "
+                             f"{len(chosen)} documents", hint="check the prompt and the model")
+    return queries, positives, texts, empty
+
+
 def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
-                            settings: ClozeSettings = ClozeSettings(),
-                            show_progress: bool = True) -> dict[str, int]:
+                            settings: ClozeSettings | GenerationSettings = ClozeSettings(),
+                            show_progress: bool = True, backend=None) -> dict[str, int]:
     """Write the pseudo-query training collection of ``docs`` to ``output`` (see the module
-    docstring); return counts. A finished folder is refused, never mixed."""
+    docstring): inverse-cloze queries, or with :class:`GenerationSettings` queries written by a
+    language model (``backend``, else loaded from the settings). Return counts. A finished
+    folder is refused, never mixed."""
     output = Path(output)
     check_output_folder(output)
     if (output / "queries.tsv").exists():
         raise IrdistillError("the folder already holds a pseudo-query collection", path=output,
                              hint="choose a new output folder or delete this one")
-    queries, positives, texts = inverse_cloze(docs, settings, show_progress)
+    if isinstance(settings, GenerationSettings):
+        from irdistill.provenance import model_fingerprint
+        from irdistill.teachers.llm import load_backend
+
+        settings.check()
+        backend = backend or load_backend(settings.model, settings.backend,
+                                          batch_size=settings.batch_size,
+                                          device=settings.device, precision=settings.precision)
+        queries, positives, texts, empty = generated_queries(docs, backend, settings,
+                                                             show_progress)
+        method, counts = "generated", {"empty_answers": empty}
+        config = {**asdict(settings), "model_fingerprint": model_fingerprint(settings.model)}
+    else:
+        queries, positives, texts = inverse_cloze(docs, settings, show_progress)
+        # exact against the source texts (a sentence can also stand elsewhere in its document,
+        # as Cranfield's titles repeat their first sentence): one read of the positives only
+        method, config = "inverse cloze", asdict(settings)
+        counts = {"sentences_removed": sum(texts[d] != clean(t) for d, t in
+                                           docs.get_many(positives.values()).items())}
     output.mkdir(parents=True, exist_ok=True)
     with atomic_write(output / "docs.tsv") as handle:
         for doc_id, text in texts.items():
@@ -117,14 +221,9 @@ def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
     with atomic_write(output / "qrels.txt") as handle:
         for qid, doc_id in positives.items():
             handle.write(f"{qid} 0 {doc_id} 1\n")
-    # exact against the source texts (a sentence can also stand elsewhere in its document, as
-    # Cranfield's titles repeat their first sentence): one read of the positives only
-    counts = {"documents": len(texts), "queries": len(queries),
-              "sentences_removed": sum(texts[d] != clean(t) for d, t in
-                                       docs.get_many(positives.values()).items())}
+    counts = {"documents": len(texts), "queries": len(queries), **counts}
     write_json(output / "provenance.json", provenance_record(
-        kind="pseudo-queries", method="inverse cloze", source=source,
-        config=asdict(settings), counts=counts))
+        kind="pseudo-queries", method=method, source=source, config=config, counts=counts))
     with atomic_write(output / "queries.tsv") as handle:  # last: the folder is complete
         for qid, text in queries.items():
             handle.write(f"{qid}\t{text}\n")

@@ -284,12 +284,15 @@ class Backend(Protocol):
     model_name: str
     tokenizer: Any
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: list[int]) -> list[str]:
-        """Greedy answers (text of the new tokens only), one per prompt."""
+    def generate(self, prompts: list[list[int]], max_new_tokens: list[int], exact: bool = True
+                 ) -> list[str]:
+        """Greedy answers (text of the new tokens only), one per prompt: exactly
+        ``max_new_tokens`` tokens each, or (``exact=False``) up to the end-of-sequence token."""
 
 
 class TransformersBackend:
-    """Greedy generation with a Hugging Face causal LM, batches of prompts of similar length."""
+    """Greedy generation with a Hugging Face causal or sequence-to-sequence LM (a prompt is
+    then the encoder's input), batches of prompts of similar length."""
 
     name = "transformers"
 
@@ -301,12 +304,14 @@ class TransformersBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = tokenizer.pad_token_id
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, batch_size: int = 4, device: str | None = None,
                         precision: str | None = None) -> TransformersBackend:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
+                                  AutoTokenizer)
 
         from irdistill.utils import default_device
 
@@ -316,14 +321,18 @@ class TransformersBackend:
             raise IrdistillError(f"unknown precision '{precision}'", hint="choose fp32, bf16 or fp16")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+            seq2seq = getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder",
+                              False)
+            auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+            model = auto.from_pretrained(name_or_path, dtype=dtype)
         except OSError as exc:
             raise IrdistillError(f"cannot load LLM '{name_or_path}': {exc}".splitlines()[0],
                                  hint="give a local folder when offline") from None
         model.to(device or default_device())
         return cls(model, tokenizer, batch_size, model_name=name_or_path)
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: list[int]) -> list[str]:
+    def generate(self, prompts: list[list[int]], max_new_tokens: list[int], exact: bool = True
+                 ) -> list[str]:
         import torch
 
         answers = [""] * len(prompts)
@@ -344,9 +353,11 @@ class TransformersBackend:
                 with torch.inference_mode():
                     out = self.model.generate(input_ids=ids.to(device),
                                               attention_mask=mask.to(device),
-                                              max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                              pad_token_id=self.pad_id)
-                texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                                              max_new_tokens=n,
+                                              min_new_tokens=n if exact else None,
+                                              do_sample=False, pad_token_id=self.pad_id)
+                new_tokens = out if self.seq2seq else out[:, width:]
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for i, text in zip(chunk, texts):
                     answers[i] = text
         return answers
@@ -374,9 +385,10 @@ class VllmBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.model_name = name_or_path
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: list[int]) -> list[str]:
-        params = [self.sampling_params(temperature=0.0, max_tokens=n, min_tokens=n)
-                  for n in max_new_tokens]
+    def generate(self, prompts: list[list[int]], max_new_tokens: list[int], exact: bool = True
+                 ) -> list[str]:
+        params = [self.sampling_params(temperature=0.0, max_tokens=n,
+                                       min_tokens=n if exact else 0) for n in max_new_tokens]
         outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params,
                                     use_tqdm=False)
         return [o.outputs[0].text for o in outputs]

@@ -703,6 +703,11 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     check_config(config)
     check_inputs(config, collection is not None, run is not None)
     check_output_folder(output_dir)
+    if config.train.freeze_domain_layers is not None:
+        from irdistill.adapt.parts import check_layer_count
+
+        check_layer_count(config.model.name, config.train.freeze_domain_layers,
+                          config.model.num_hidden_layers)
     digest = config_hash(config)  # of the config as given: "auto" precision stays "auto"
     check_resume_config(output_dir, digest)
     config = with_training_precision(config)
@@ -734,6 +739,12 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                                          attn_device="cuda" if cuda else "cpu")
     check_training_options(model.model, config.train.precision,
                            config.train.gradient_checkpointing)
+    if config.train.freeze_domain_layers is not None:
+        from irdistill.train.splade import freeze_domain
+
+        frozen = freeze_domain(model.model, config.train.freeze_domain_layers)
+        log.info("domain part frozen: the embeddings and the first %d layers (%d tensors)",
+                 config.train.freeze_domain_layers, len(frozen))
     if streamed:
         encoder = model.encoder
         query_tokens = LazyTokens(collection.query_texts, encoder.encode_queries)
