@@ -108,12 +108,6 @@ def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
-def sidecar(path: str | Path, suffix: str) -> Path:
-    """``runs/ce.trec`` -> ``runs/ce.trec<suffix>`` (e.g. ``.partial.jsonl``)."""
-    path = Path(path)
-    return path.with_name(path.name + suffix)
-
-
 # -- append-only checkpoints of finished work (re-ranking, teacher scoring) --------------------
 def read_jsonl_checkpoint(path: str | Path) -> list[Any]:
     """The records of an append-only JSONL checkpoint, in order.

@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -433,7 +433,3 @@ def load_qrels(spec: str | os.PathLike) -> Qrels:
         return read_qrels(path)
     collection = load_collection(spec)
     return collection.require_qrels()
-
-
-def subset(mapping: Mapping[str, object], keys: Iterable[str]) -> dict:
-    return {k: mapping[k] for k in keys if k in mapping}

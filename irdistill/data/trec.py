@@ -9,7 +9,7 @@ Qrels line: ``qid iteration docid relevance`` (4 columns)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from irdistill.errors import IrdistillError
@@ -107,10 +107,3 @@ def write_qrels(path: str | Path, qrels: Mapping[str, Mapping[str, int]]) -> Non
         for qid in sorted(qrels):
             for docid, rel in sorted(qrels[qid].items()):
                 handle.write(f"{qid} 0 {docid} {rel}\n")
-
-
-def run_from_pairs(triples: Iterable[tuple[str, str, float]]) -> Run:
-    run: Run = {}
-    for qid, docid, score in triples:
-        run.setdefault(qid, {})[docid] = float(score)
-    return run

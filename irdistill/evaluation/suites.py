@@ -239,10 +239,6 @@ def dataset_key(suite: Suite, spec: DatasetSpec, **settings: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def variant_label(spec: DatasetSpec, variant: str) -> str:
-    return f"{spec.label} {VARIANT_TITLES[variant]}" if variant else spec.label
-
-
 def load_dataset(spec: DatasetSpec) -> Collection:
     collection = load_collection(spec.id, spec.split)
     collection.require_qrels()

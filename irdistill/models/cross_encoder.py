@@ -69,7 +69,7 @@ def resolve_model_path(name_or_path: str) -> str:
 #: inference precisions: autocast (``bf16``/``fp16``: fp32 weights, matrix products in half
 #: precision, as training runs), ``auto`` (the fastest autocast the device does natively), and
 #: ``bf16-full``/``fp16-full`` (weights and activations cast: faster still, a little less exact)
-PRECISIONS = ("fp32", "bf16", "fp16", "auto", "bf16-full", "fp16-full")
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "auto", "bf16-full", "fp16-full")
 #: default budget of padded tokens per batch (``batch_size`` caps the pairs): "auto" is
 #: ``GPU_MAX_TOKENS`` on an accelerator (fill it) and ``CPU_MAX_TOKENS`` on a CPU, where batches
 #: of a few thousand tokens keep the activations in cache (measured on a 2-core EPYC with the
@@ -113,9 +113,9 @@ def _load_error(name_or_path: str, exc: BaseException, what: str) -> IrdistillEr
 
 
 def check_precision(precision: str | None) -> None:
-    if precision not in (None, "no", *PRECISIONS):
+    if precision not in (None, "no", *INFERENCE_PRECISIONS):
         raise IrdistillError(f"unknown precision '{precision}'",
-                             hint=suggest(str(precision), PRECISIONS))
+                             hint=suggest(str(precision), INFERENCE_PRECISIONS))
 
 
 def check_device(device: str | None) -> torch.device | None:
@@ -139,9 +139,9 @@ def resolve_precision(device: torch.device | str, precision: str | None) -> str 
     a CPU with native bf16 and on a GPU that supports it, fp16 on other GPUs, else fp32."""
     if precision in (None, "fp32", "no"):
         return None
-    if precision not in PRECISIONS:
+    if precision not in INFERENCE_PRECISIONS:
         raise IrdistillError(f"unknown precision '{precision}'",
-                             hint="choose " + ", ".join(PRECISIONS))
+                             hint="choose " + ", ".join(INFERENCE_PRECISIONS))
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":

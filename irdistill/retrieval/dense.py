@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from irdistill.config import PRECISIONS  # of the encoder: fp32, autocast bf16/fp16, auto
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run
 from irdistill.errors import IrdistillError, unknown_name
@@ -54,9 +55,6 @@ log = logging.getLogger(__name__)
 
 SEARCHES = ("exact", "faiss")
 DTYPES = ("float32", "float16")
-#: precisions of the encoder: autocast (bf16, fp16), ``auto`` (bf16 where the device has it
-#: natively, as :func:`irdistill.models.cross_encoder.resolve_precision` decides), fp32
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 #: files of a sentence-transformers folder that change its embeddings beyond what
 #: :func:`irdistill.provenance.model_fingerprint` hashes (modules, prompts, lengths)
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")

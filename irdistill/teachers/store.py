@@ -63,9 +63,6 @@ class TeacherStore:
     def checkpoint_path(self, key: str) -> Path:
         return self.folder / f"{key}.partial.jsonl"
 
-    def has(self, key: str) -> bool:
-        return self.run_path(key).exists()
-
     def find(self, key: str) -> Path | None:
         """The stored run of ``key``, or of the same hash under another teacher name."""
         if self.run_path(key).exists():
