@@ -798,7 +798,7 @@ def adapt_reranker(
     = Path("runs/adapt-reranker"),
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a config key, e.g. --set model=demo-output/train/model "
-                      "--set target=cranfield --set seeds=[1,2] --set methods=[pseudo,mlm] "
+                      "--set target=cranfield --set seeds=[1,2] --set methods=\\[pseudo,mlm] "
                       "--set training.loss=margin_mse (repeatable).")] = None,
 ) -> None:
     """Adapt a source-trained cross-encoder to an unlabelled target corpus (pseudo-queries cut

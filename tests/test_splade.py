@@ -242,7 +242,7 @@ def test_a_non_finite_loss_stops_splade_training_and_keeps_the_last_good_checkpo
 def test_in_batch_negatives_need_label_groups(tmp_path, tiny_mlm):
     from irdistill.train.splade import load_splade_config, train_splade
 
-    config = load_splade_config(overrides=[f"model.name={tiny_mlm}", "data.mode=teacher"])
+    config = load_splade_config(overrides=[f"model.name={tiny_mlm}", "data.mode=teacher_scores"])
     with pytest.raises(IrdistillError, match="in_batch_negatives"):
         train_splade(config, tmp_path / "out")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from irdistill.adapt.mlm import MLMConfig, train_mlm
-from irdistill.adapt.parts import recombine
+from irdistill.adapt.parts import check_layer_count, recombine
 from irdistill.config import to_dict
 from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError
@@ -60,6 +60,47 @@ class AdaptConfig:
     measures: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100"])
     batch_size: int = 32  # documents per encoding batch
     precision: str | None = None  # inference precision: fp32 | bf16
+
+
+def check_adapt_config(config: AdaptConfig) -> AdaptConfig:
+    """Check the values of an adaptation config before any work (its SPLADE training too)."""
+    from irdistill.evaluation.metrics import parse_measures
+    from irdistill.train.splade import check_splade_config
+
+    check_splade_config(config.source)
+    if config.source.model.separate_encoders:
+        raise IrdistillError("domain adaptation needs a shared query/document encoder",
+                             hint="set source.model.separate_encoders=false")
+    if config.layers < 0:
+        raise IrdistillError(f"domain layers k={config.layers} is out of range",
+                             hint="choose 0 up to the model's number of layers")
+    for where, value in (("depth", config.depth), ("batch_size", config.batch_size),
+                         ("mlm.steps", config.mlm.steps),
+                         ("mlm.batch_size", config.mlm.batch_size),
+                         ("mlm.max_length", config.mlm.max_length),
+                         ("mlm.max_docs", config.mlm.max_docs)):
+        if value < 1:
+            raise IrdistillError(f"{where}={value} must be at least 1")
+    if not 0 < config.mlm.mlm_probability < 1:
+        raise IrdistillError(f"mlm.mlm_probability={config.mlm.mlm_probability} must be "
+                             "between 0 and 1")
+    parse_measures(config.measures)
+    return config
+
+
+def zero_shot_splade(config: AdaptConfig, folder: Path, show_progress: bool = True) -> Path:
+    """Standard SPLADE training of every parameter on the source, from the backbone: the
+    model that adaptation is compared with (``folder/base``, ``folder/train``)."""
+    folder = Path(folder)
+    base = prepare_base(config.source.model.name, folder / "base")
+    return _train_zero_shot(config.source, base, folder / "train", None, show_progress)
+
+
+def _train_zero_shot(source_cfg: SpladeConfig, base: Path, folder: Path,
+                     source: Collection | None, show_progress: bool) -> Path:
+    zs_cfg = _replace_model(source_cfg, str(base), freeze=None)
+    _settings_guard(folder, to_dict(zs_cfg))
+    return train_splade(zs_cfg, folder, collection=source, show_progress=show_progress)
 
 
 def _settings_guard(folder: Path, settings: dict[str, Any]) -> None:
@@ -130,13 +171,11 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
     ``source``/``target`` replace the collections named in ``config`` (e.g. a subset).
     """
     output_dir = Path(output_dir)
+    check_adapt_config(config)
     k = config.layers
     source_cfg = config.source
-    if source_cfg.model.separate_encoders:
-        raise IrdistillError("domain adaptation needs a shared query/document encoder",
-                             hint="set source.model.separate_encoders=false")
     base = prepare_base(source_cfg.model.name, output_dir / "base")
-    _check_layers(base, k)
+    check_layer_count(str(base), k)
     target = target or load_collection(config.target, config.target_split)
     source = source or load_collection(source_cfg.data.collection, source_cfg.data.split)
     if config.evaluate:
@@ -170,10 +209,8 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
     models = {"adapted": str(adapted), "source-domain": str(task_model)}
     zero_shot = config.zero_shot_model
     if zero_shot is None and config.evaluate:
-        zs_cfg = _replace_model(source_cfg, str(base), freeze=None)
-        _settings_guard(output_dir / "zero-shot", to_dict(zs_cfg))
-        zero_shot = str(train_splade(zs_cfg, output_dir / "zero-shot", collection=source,
-                                     show_progress=show_progress))
+        zero_shot = str(_train_zero_shot(source_cfg, base, output_dir / "zero-shot", source,
+                                         show_progress))
     if zero_shot is not None:
         models["zero-shot"] = zero_shot
     report: dict[str, Any] = {"layers": k, "models": models, "results": {}}
@@ -190,15 +227,6 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
                 precision=config.precision, show_progress=show_progress)
     write_json(output_dir / f"results-k{k}.json", report)
     return report
-
-
-def _check_layers(model_dir: Path, k: int) -> None:
-    from transformers import AutoConfig
-
-    layers = getattr(AutoConfig.from_pretrained(model_dir), "num_hidden_layers", None)
-    if k < 0 or (layers is not None and k > layers):
-        raise IrdistillError(f"domain layers k={k} is out of range",
-                             hint=f"the model has {layers} layers: choose 0 to {layers}")
 
 
 def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeConfig:

@@ -20,7 +20,11 @@ A grid file (YAML)::
     baseline: BM25                         # default baseline of `irdistill compare`
     output: runs/scifact-objectives        # relative to the current directory
 
-Axis aliases: ``objective`` = ``loss``, ``backbone`` = ``model.name``, ``teacher`` =
+``kind`` says what the cells train and how they are evaluated (:mod:`irdistill.experiments.kinds`:
+``cross-encoder``, the default, re-ranks each suite's first stage; ``splade`` and
+``splade-adapt`` retrieve from their own index); ``base`` is a config of that kind.
+
+Axis aliases (of a cross-encoder grid): ``objective`` = ``loss``, ``backbone`` = ``model.name``, ``teacher`` =
 ``data.teacher_run``, ``data`` = ``data.collection``, ``seed`` = ``train.seed``, ``lr`` =
 ``train.lr``. A value given as a mapping is a partial config merged at the root.
 
@@ -28,8 +32,10 @@ Each cell's folder is ``OUTPUT/cells/<config_hash>``: the same resolved config i
 folder, in this grid or any other grid sharing the output. A cell whose training finished
 (``done.json``) is not trained again; an interrupted one resumes from its checkpoints
 (:func:`irdistill.train.engine.train`). Every evaluation (system x suite dataset) is written
-atomically and reused. The first stage and the untrained backbone are evaluated once per
-dataset, in ``OUTPUT/shared``, and listed beside the trained cells in every table.
+atomically and reused. The first stage, the untrained backbone (cross-encoders) and the
+models every cell shares (the zero-shot SPLADE model of an adaptation grid, trained once in
+``OUTPUT/shared/models``) are evaluated once per dataset, in ``OUTPUT/shared``, and listed
+beside the trained cells in every table.
 ``experiment.json`` in the output folder indexes the cells and evaluation files for
 ``irdistill compare``.
 """
@@ -50,18 +56,17 @@ from irdistill.config import Config, config_hash, from_dict, merge, parse_overri
 from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.suites import Suite, check_suite, dataset_key, evaluate_on_dataset, \
     first_stage_run, get_suite, load_dataset, slug, suite_from_dict
+from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
 from irdistill.io import write_json
 from irdistill.provenance import write_provenance
 
 log = logging.getLogger(__name__)
 
-AXIS_ALIASES = {"objective": "loss", "backbone": "model.name", "teacher": "data.teacher_run",
-                "data": "data.collection", "seed": "train.seed", "lr": "train.lr"}
 SEED_KEY = "train.seed"
 GRID_KEYS = ("name", "description", "kind", "base", "axes", "exclude", "suites",
              "suite_definitions", "evaluation", "baseline", "output")
-KINDS = ("cross-encoder",)  # what a grid trains; other model kinds register here
 MANIFEST = "experiment.json"
+RETRIEVAL_DEPTH = 1000  # documents a retriever (SPLADE) returns per query, at least
 
 
 def train_model(config: Config, output_dir: Path, show_progress: bool = True) -> Path:
@@ -90,16 +95,17 @@ class Axis:
     name: str
     key: str | None  # the config key the values set (None: values are partial configs)
     values: list[AxisValue]
+    seed_key: str = SEED_KEY  # the grid kind's seed key
 
     @property
     def is_seed(self) -> bool:
-        return self.key == SEED_KEY
+        return self.key == self.seed_key
 
 
 @dataclass
 class Cell:
     labels: dict[str, str]  # axis name -> value label
-    config: Config
+    config: Any  # of the grid kind's config class (a cross-encoder Config by default)
     hash: str
     system: str  # the labels of every axis but the seed
     seed: int
@@ -123,8 +129,13 @@ class Grid:
     source: str | None = None
 
     # -- expansion ------------------------------------------------------------------------
+    @property
+    def model_kind(self) -> Kind:
+        return get_kind(self.kind)
+
     def cells(self) -> list[Cell]:
         """Every combination of axis values (minus ``exclude``), each a resolved config."""
+        kind = self.model_kind
         system_axes = [a for a in self.axes if not a.is_seed]
         cells: list[Cell] = []
         seen: dict[str, Cell] = {}
@@ -137,13 +148,13 @@ class Grid:
                 data = merge(data, value.patch)
             where = "cell " + ", ".join(f"{k}={v}" for k, v in labels.items())
             try:
-                config = from_dict(Config, data)
+                config = from_dict(kind.config_cls, data)
             except IrdistillError as exc:
                 exc.message = f"{where}: {exc.message}" if labels else exc.message
                 raise
             digest = config_hash(config)
             system = " / ".join(labels[a.name] for a in system_axes) or self.name
-            cell = Cell(labels, config, digest, system, config.train.seed)
+            cell = Cell(labels, config, digest, system, kind.seed(config))
             if digest in seen:
                 raise IrdistillError(f"{where} has the same config as cell "
                                      f"{seen[digest].describe()}",
@@ -174,8 +185,9 @@ def _nest(dotted: str, value: Any) -> dict[str, Any]:
     return value
 
 
-def _parse_axis(name: str, raw: Any) -> Axis:
-    key = AXIS_ALIASES.get(name, name)
+def _parse_axis(name: str, raw: Any, kind: Kind | None = None) -> Axis:
+    aliases = kind.aliases if kind is not None else AXIS_ALIASES
+    key = aliases.get(name, name)
     if isinstance(raw, dict):
         items = list(raw.items())
     elif isinstance(raw, list):
@@ -200,7 +212,8 @@ def _parse_axis(name: str, raw: Any) -> Axis:
     labels = [v.label for v in values]
     if len(set(labels)) != len(labels):
         raise IrdistillError(f"axis '{name}' has the same label twice: {labels}")
-    return Axis(name, None if all_patches else key, values)
+    return Axis(name, None if all_patches else key, values,
+                kind.seed_key if kind is not None else SEED_KEY)
 
 
 def _resolve_suites(names: Any, definitions: Any, base_dir: Path) -> list[Suite]:
@@ -236,8 +249,7 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
         if key not in GRID_KEYS:
             raise IrdistillError(f"unknown grid key '{key}'", hint=suggest(key, GRID_KEYS))
     kind = data.get("kind", "cross-encoder")
-    if kind not in KINDS:
-        raise unknown_name("grid kind", kind, KINDS)
+    model_kind = get_kind(kind)
     base = data.get("base") or {}
     if isinstance(base, str):
         base = read_yaml(base_dir / base)
@@ -247,7 +259,7 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
     axes_raw = data.get("axes") or {}
     if not isinstance(axes_raw, dict):
         raise IrdistillError("'axes' must map axis names to their values")
-    axes = [_parse_axis(str(n), v) for n, v in axes_raw.items()]
+    axes = [_parse_axis(str(n), v, model_kind) for n, v in axes_raw.items()]
     keys: dict[str, str] = {}
     for axis in axes:
         if axis.key is not None and axis.key in keys:
@@ -319,23 +331,32 @@ class EvalTask:
     cell: Cell | None = None
     seed: int | None = None
     precision: str | None = None
+    model: str = ""  # which of the cell's models (a system suffix), or a shared model's key
 
     @property
     def done(self) -> bool:
         return self.prefix.with_name(self.prefix.name + ".json").exists()
 
+    @property
+    def shared(self) -> bool:
+        """Evaluated once for the grid (first stage, untrained, a model the cells share)."""
+        return self.kind != "trained" or self.cell is None
+
 
 def _precision(grid: Grid, cell: Cell) -> str:
-    return grid.evaluation.precision or cell.config.train.precision
+    return grid.evaluation.precision or grid.model_kind.precision(cell.config)
 
 
 def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
-    """Every evaluation the grid needs, shared ones (first stage, untrained) first."""
+    """Every evaluation the grid needs, shared ones (first stage, untrained, models shared by
+    the cells) first."""
     cells = cells if cells is not None else grid.cells()
+    kind = grid.model_kind
     backbones: dict[str, Cell] = {}
-    for cell in cells:
+    for cell in cells if kind.untrained else []:
         key = _short_hash({**backbone_settings(cell.config), "precision": _precision(grid, cell)})
         backbones.setdefault(key, cell)
+    shared_models = kind.shared_models([c.config for c in cells])
     tasks = []
     for suite in grid.suite_settings():
         for spec in suite.datasets:
@@ -347,14 +368,21 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
                 tasks.append(EvalTask(untrained_name(grid, cell), "untrained", suite, spec,
                                       folder / f"untrained-{key}", cell,
                                       precision=_precision(grid, cell)))
+            for key, shared in shared_models.items():
+                precision = grid.evaluation.precision or shared.precision
+                tasks.append(EvalTask(shared.system, "trained", suite, spec,
+                                      folder / f"{key}-{precision}", seed=shared.seed,
+                                      precision=precision, model=key))
     for cell in cells:
         for suite in grid.suite_settings():
             for spec in suite.datasets:
                 precision = _precision(grid, cell)
                 name = f"{slug(spec.label)}-{dataset_key(suite, spec)}-{precision}"
-                tasks.append(EvalTask(cell.system, "trained", suite, spec,
-                                      grid.cell_dir(cell) / "eval" / suite.name / name, cell,
-                                      cell.seed, precision))
+                for suffix in kind.systems(cell.config):
+                    tasks.append(EvalTask(cell.system + suffix, "trained", suite, spec,
+                                          grid.cell_dir(cell) / "eval" / suite.name /
+                                          (name + (f"-{slug(suffix)}" if suffix else "")),
+                                          cell, cell.seed, precision, model=suffix))
     return tasks
 
 
@@ -399,7 +427,8 @@ class GridStatus:
     def lines(self) -> list[str]:
         out = [f"grid '{self.grid.name}': {len(self.cells)} cells, output {self.grid.output}",
                f"suites: {', '.join(s.name for s in self.grid.suite_settings())}; shared "
-               f"evaluations (first stage, untrained) done: {self.shared_done}/{self.shared}"]
+               f"evaluations (first stage, untrained or shared models) done: "
+               f"{self.shared_done}/{self.shared}"]
         for st in self.cells:
             out.append(f"  {st.cell.hash}  {st.cell.describe():<40}  train: {st.training:<9} "
                        f"eval: {st.evaluations_done}/{st.evaluations}")
@@ -409,10 +438,10 @@ class GridStatus:
 def grid_status(grid: Grid) -> GridStatus:
     cells = grid.cells()
     tasks = plan(grid, cells)
-    shared = [t for t in tasks if t.kind != "trained"]
+    shared = [t for t in tasks if t.shared]
     out = []
     for cell in cells:
-        mine = [t for t in tasks if t.kind == "trained" and t.cell is cell]
+        mine = [t for t in tasks if not t.shared and t.cell is cell]
         out.append(CellStatus(cell, grid.cell_dir(cell), train_state(grid.cell_dir(cell)),
                               sum(t.done for t in mine), len(mine)))
     return GridStatus(grid, out, sum(t.done for t in shared), len(shared))
@@ -456,33 +485,10 @@ class _Datasets:
 def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
     """Fail before any work if a cell (or a stage of it) names a loss or data mode that does
     not exist, has a value out of range, or (``inputs``) reads a file that is not there."""
-    from irdistill.data.sampling import MODES
-    from irdistill.losses import get_loss
-
-    def field_of(obj, *path):
-        for key in path:
-            obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
-        return obj
-
-    from irdistill.config import check_config, resolve_stage
-    from irdistill.train.engine import check_inputs
-
+    kind = grid.model_kind
     for cell in cells:
         try:
-            for part in [cell.config, *(getattr(cell.config, "stages", None) or [])]:
-                loss, mode = field_of(part, "loss"), field_of(part, "data", "mode")
-                if loss is not None:
-                    get_loss(loss)
-                if mode is not None and mode not in MODES:
-                    raise unknown_name("data mode", mode, MODES)
-            check_config(cell.config)  # values: names, ranges (a typo fails before any work)
-            if not inputs:
-                continue
-            stages = range(len(cell.config.stages)) or [None]
-            for index in stages:  # the files each cell reads exist: checked before any work
-                stage = cell.config if index is None else resolve_stage(
-                    cell.config, index, previous_model="previous" if index else None)
-                check_inputs(stage, check_model=not index)
+            kind.check(cell.config, inputs)
         except IrdistillError as exc:
             exc.message = f"cell {cell.describe()}: {exc.message}"
             raise
@@ -533,7 +539,9 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                                                 precision=precision, device=device_for_rank())
         return load
 
-    def run_task(task: EvalTask, model=None) -> None:
+    def run_task(task: EvalTask, model=None, retrieve=None) -> None:
+        """Evaluate ``task``: the first stage itself, a re-ranker (``model`` loads it) of the
+        first stage, or (``retrieve``: collection -> run) a retriever of its own."""
         spec = task.dataset
         info = {"kind": task.kind, "seed": task.seed}
         if task.cell is not None and task.kind == "trained":
@@ -550,17 +558,42 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                                 info=info, show_progress=show_progress)
             first_stage_files[(task.suite.name, spec.label)] = run_file
             return
+        if retrieve is not None:
+            evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
+                                collection=lambda: data.collection(spec),
+                                candidates=lambda: retrieve(data.collection(spec)),
+                                info=info, show_progress=show_progress)
+            return
         evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
                             collection=lambda: data.collection(spec), candidates=candidates(task),
                             model=model, batch_size=grid.evaluation.batch_size,
                             show_progress=show_progress, info=info)
 
-    shared = [t for t in tasks if t.kind != "trained"]
+    def evaluate_model(task: EvalTask, model_dir: Path) -> None:
+        if kind.retrieves:
+            depth = max(task.suite.depth, RETRIEVAL_DEPTH)
+            run_task(task, retrieve=splade_retrieval(
+                model_dir, task.precision, task.prefix.with_name(task.prefix.name + ".index"),
+                depth, show_progress=show_progress))
+        else:
+            run_task(task, lambda p=task.precision: CrossEncoder.from_pretrained(
+                str(model_dir), precision=p, device=device_for_rank()))
+
+    kind = grid.model_kind
+    shared = [t for t in tasks if t.shared and t.kind != "trained"]
     for i, task in enumerate(shared, 1):
         log.info("[shared %d/%d] %s on %s/%s%s", i, len(shared), task.system, task.suite.name,
                  task.dataset.label, " (done)" if task.done else "")
         run_task(task, None if task.kind == "first_stage"
                  else untrained_loader(task.cell, task.precision))
+
+    shared_dirs: dict[str, Path] = {}
+    for key, model in kind.shared_models([c.config for c in cells]).items():
+        log.info("[shared model] %s (%s)", model.system, key)
+        shared_dirs[key] = Path(model.train(grid.output / "shared" / "models" / key,
+                                            show_progress))
+        for task in (t for t in tasks if t.shared and t.model == key):
+            evaluate_model(task, shared_dirs[key])
 
     for i, cell in enumerate(cells, 1):
         folder = grid.cell_dir(cell)
@@ -568,17 +601,16 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
                  {"done": "done", "todo": "starts"}.get(state, f"resumes from {state}"))
         if state != "done":  # under torchrun every process trains (DDP)
-            model_dir = train_model(cell.config, folder, show_progress=show_progress)
+            models = kind.train(cell.config, folder, shared_dirs, show_progress)
             if is_main():
-                write_json(folder / "done.json", {"model": str(Path(model_dir).relative_to(folder)),
+                relative = {k: str(Path(v).relative_to(folder)) for k, v in models.items()}
+                write_json(folder / "done.json", {"model": relative[""], "models": relative,
                                                   "config_hash": cell.hash, "labels": cell.labels})
             wait_for_everyone()
         done = json.loads((folder / "done.json").read_text())
-        model_dir = folder / done["model"]
-        for task in (t for t in tasks if t.kind == "trained" and t.cell is cell):
-            precision = task.precision
-            run_task(task, lambda p=precision: CrossEncoder.from_pretrained(
-                str(model_dir), precision=p, device=device_for_rank()))
+        models = done.get("models") or {"": done["model"]}  # done.json of before kinds
+        for task in (t for t in tasks if not t.shared and t.cell is cell):
+            evaluate_model(task, folder / models[task.model])
     log.info("grid '%s' finished in %.0f s; results in %s", grid.name, time.time() - started,
              grid.output)
     return grid_status(grid)

@@ -204,6 +204,34 @@ def tokenise_texts(model: Splade, collection: Collection, groups: list[Group]
     return query_tokens, doc_tokens
 
 
+def check_splade_config(config: SpladeConfig) -> SpladeConfig:
+    """Check the values of a SPLADE config before any data is loaded: its data, loss and
+    training sections as :func:`irdistill.config.check_config` checks a cross-encoder's, and
+    what is SPLADE's own."""
+    from irdistill.config import Config, ModelConfig, check_config
+
+    check_not_evaluated(config, "SPLADE training")
+    m = config.model
+    check_config(Config(data=config.data, loss=config.loss, loss_params=config.loss_params,
+                        train=config.train,
+                        model=ModelConfig(name=m.name, max_query_length=m.max_query_length,
+                                          max_doc_length=m.max_doc_length)))
+    get_regularizer(config.regularizer)
+    for where, value in (("lambda_q", config.lambda_q), ("lambda_d", config.lambda_d),
+                         ("reg_warmup_steps", config.reg_warmup_steps),
+                         ("freeze_domain_layers", config.freeze_domain_layers)):
+        if value is not None and value < 0:
+            raise IrdistillError(f"{where}={value} must be at least 0")
+    if config.in_batch_negatives and config.data.mode != "labels":
+        raise IrdistillError("in_batch_negatives needs data.mode=labels",
+                             hint="documents of other queries have no teacher score; set "
+                                  "in_batch_negatives=false for teacher modes")
+    if config.model.separate_encoders and config.freeze_domain_layers is not None:
+        raise IrdistillError("freeze_domain_layers applies to a shared encoder only",
+                             hint="set model.separate_encoders=false")
+    return config
+
+
 def freeze_domain(model, layers: int) -> list[str]:
     """Stop gradients of the domain part (embeddings + first ``layers`` layers); return its names."""
     from irdistill.adapt.parts import domain_parameter_names
@@ -240,16 +268,9 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     if (model_dir / "irdistill.json").exists():
         log.info("%s is finished; nothing to do", model_dir)
         return model_dir
-    check_not_evaluated(config, "SPLADE training")
+    check_splade_config(config)
     loss_fn = get_loss(config.loss)
     regularizer = get_regularizer(config.regularizer)
-    if config.in_batch_negatives and config.data.mode != "labels":
-        raise IrdistillError("in_batch_negatives needs data.mode=labels",
-                             hint="documents of other queries have no teacher score; set "
-                                  "in_batch_negatives=false for teacher modes")
-    if config.model.separate_encoders and config.freeze_domain_layers is not None:
-        raise IrdistillError("freeze_domain_layers applies to a shared encoder only",
-                             hint="set model.separate_encoders=false")
 
     # every input is read and checked before anything is written: bad input leaves no folder
     collection = collection or load_collection(config.data.collection, config.data.split)
