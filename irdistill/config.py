@@ -107,6 +107,10 @@ class TrainConfig:
     # schedule then spans the budget (irdistill.train.progress); training also ends at
     # train.max_steps, or else after the groups of train.epochs: give enough of them
     max_minutes: float | None = None
+    # experiment trackers that receive every logged figure (the Hugging Face Trainer's
+    # integrations: tensorboard, wandb, mlflow, ...; each needs its package); TensorBoard
+    # writes to OUTPUT/tensorboard, the others where their own settings say
+    report_to: list[str] = field(default_factory=list)
     # keep the embeddings and the first k transformer layers fixed (the domain part of
     # irdistill.adapt.parts): the task step of the MLM adaptation recipe (irdistill.adapt.reranker)
     freeze_domain_layers: int | None = None
@@ -225,6 +229,7 @@ def check_config(config: Config) -> Config:
     _at_least("train.num_workers", t.num_workers, 0)
     _at_least("train.forward_tokens", t.forward_tokens, 0)
     _at_least("train.freeze_domain_layers", t.freeze_domain_layers, 0)
+    check_trackers(t.report_to)
     if not 0 <= t.warmup_ratio < 1:
         raise IrdistillError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
     if t.max_steps == 0 or t.max_steps < -1:
@@ -239,6 +244,14 @@ def check_config(config: Config) -> Config:
                 hint=f"use one of {', '.join(TIME_SCHEDULERS)}, or train.max_steps instead of "
                      "train.max_minutes")
     return config
+
+
+def check_trackers(names: list[str]) -> None:
+    """``train.report_to`` names integrations of the Hugging Face Trainer."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in names:
+        _choice("tracker (train.report_to)", name, INTEGRATION_TO_CALLBACK)
 
 
 def dev_source(d: DataConfig) -> str | None:
@@ -459,9 +472,18 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens")
                 ("data", "false_negative_relative_margin"): None}
 
 
+#: keys never hashed, whatever their value: where the figures are also sent, not what is
+#: trained (a run resumed with a tracker added is the same run)
+HASH_IGNORED = {("train", "report_to")}
+
+
 def config_hash(config: Any) -> str:
     """Hash of the resolved config: same settings, same hash (key order does not matter)."""
     tree = to_dict(config) if dataclasses.is_dataclass(config) else config
+    for section, key in HASH_IGNORED:
+        part = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(part, dict) and key in part:
+            tree = {**tree, section: {k: v for k, v in part.items() if k != key}}
     for (section, key), neutral in HASH_NEUTRAL.items():
         part = tree.get(section) if isinstance(tree, dict) else None
         if isinstance(part, dict) and key in part and part[key] == neutral:

@@ -627,6 +627,28 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True, **overri
     return TrainingArguments(**{**settings, **overrides})
 
 
+def tracker_callbacks(report_to: list[str], output_dir: Path) -> list:
+    """The Trainer callbacks of ``train.report_to`` (built before any file is written, so a
+    tracker whose package is missing fails first); TensorBoard logs to ``output_dir/tensorboard``
+    rather than into the checkpoints."""
+    if not report_to:
+        return []
+    from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
+
+    callbacks = []
+    for cls in get_reporting_integration_callbacks(list(report_to)):
+        try:
+            callback = cls()
+        except (ImportError, RuntimeError) as exc:
+            raise IrdistillError(f"tracker {cls.__name__}: {str(exc).splitlines()[0]}",
+                                 hint="install its package, or remove it from train.report_to"
+                                 ) from None
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(Path(output_dir) / "tensorboard")
+        callbacks.append(callback)
+    return callbacks
+
+
 def evaluation_arguments(t: TrainConfig, evaluator) -> dict:
     """``TrainingArguments`` of evaluation during training and of the run's progress state:
     callback states restored on resume (clock, evaluations, best); the Trainer's step-wise
@@ -739,6 +761,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                                          attn_device="cuda" if cuda else "cpu")
     check_training_options(model.model, config.train.precision,
                            config.train.gradient_checkpointing)
+    trackers = tracker_callbacks(config.train.report_to, output_dir)
     if config.train.freeze_domain_layers is not None:
         from irdistill.train.splade import freeze_domain
 
@@ -802,7 +825,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         loss_fn=loss_fn, loss_params=dict(config.loss_params), head_lr=t.head_lr,
         on_nan=t.on_nan, forward_tokens=t.forward_tokens, evaluator=evaluator,
         time_budget=(t.scheduler, t.warmup_ratio) if t.max_minutes else None,
-        callbacks=[progress, _log_callback(output_dir / "train_log.jsonl")])
+        callbacks=[progress, _log_callback(output_dir / "train_log.jsonl"), *trackers])
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
     stopped = stopped_at(checkpoint) if checkpoint is not None else None

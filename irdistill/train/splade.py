@@ -256,7 +256,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     from irdistill.provenance import model_fingerprint, write_provenance
     from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
                                         candidate_run, check_group_ids, fast_dropout,
-                                        training_arguments)
+                                        tracker_callbacks, training_arguments)
     from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
     from irdistill.utils import seed_everything
 
@@ -271,6 +271,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     check_splade_config(config)
     loss_fn = get_loss(config.loss)
     regularizer = get_regularizer(config.regularizer)
+    trackers = tracker_callbacks(config.train.report_to, output_dir)
 
     # every input is read and checked before anything is written: bad input leaves no folder
     collection = collection or load_collection(config.data.collection, config.data.split)
@@ -313,7 +314,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
         loss_fn=loss_fn, loss_params=dict(config.loss_params), regularizer=regularizer,
         lambda_q=config.lambda_q, lambda_d=config.lambda_d,
         reg_warmup_steps=config.reg_warmup_steps, on_nan=t.on_nan,
-        callbacks=[_log_callback(output_dir / "train_log.jsonl")])
+        callbacks=[_log_callback(output_dir / "train_log.jsonl"), *trackers])
     checkpoint = latest_checkpoint(output_dir / "checkpoints")
     trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
     resume = str(checkpoint) if checkpoint else None

@@ -1,0 +1,81 @@
+"""train.report_to: every figure irdistill logs (training loss, evaluation during training,
+SPLADE's regulariser terms) reaches an experiment tracker, read back here from TensorBoard's
+event files; a tracker that does not exist, or whose package is missing, fails before any file
+is written; a run's hash does not depend on its trackers (adding one to a resumed run is allowed)."""
+import pytest
+
+from irdistill.config import config_hash, load_config
+from irdistill.errors import IrdistillError
+
+from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
+from test_train_eval import make_config, toy  # noqa: F401  (fixture)
+
+pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+
+
+def scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = [p for p in folder.rglob("events.out.tfevents.*")]
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+            for tag in accumulator.Tags()["scalars"]}
+
+
+def test_tensorboard_receives_the_training_loss_and_the_evaluation(toy, tiny_bert, tmp_path):
+    import json
+
+    from irdistill.train import engine
+
+    config = make_config(toy, tiny_bert, "data.dev_fraction=0.25", "train.epochs=2",
+                         "train.eval_steps=4", "train.report_to=[tensorboard]")
+    out = tmp_path / "run"
+    engine.train(config, out, show_progress=False)
+    assert (out / "tensorboard").is_dir() and not list((out / "checkpoints").rglob("events.*"))
+    got = scalars(out / "tensorboard")
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [(r["step"], r["loss"]) for r in logged if "loss" in r]
+    assert [s for s, _ in got["train/loss"]] == [s for s, _ in losses]
+    assert [v for _, v in got["train/loss"]] == pytest.approx([v for _, v in losses], rel=1e-5)
+    evals = [(r["step"], r["eval_nDCG@10"]) for r in logged if "eval_nDCG@10" in r]
+    assert [s for s, _ in got["eval/nDCG@10"]] == [s for s, _ in evals] == [4, 6]
+    assert [v for _, v in got["eval/nDCG@10"]] == pytest.approx([v for _, v in evals])
+
+
+def test_splade_regulariser_terms_reach_tensorboard(tmp_path, tiny_mlm, scifact_available):
+    from irdistill.train.splade import load_splade_config, train_splade
+
+    config = load_splade_config(overrides=[
+        f"model.name={tiny_mlm}", "data.max_queries=8", "train.batch_size=4", "train.max_steps=2",
+        "model.max_doc_length=24", "train.logging_steps=1", "train.report_to=[tensorboard]"])
+    train_splade(config, tmp_path / "splade", show_progress=False)
+    got = scalars(tmp_path / "splade" / "tensorboard")
+    for tag in ("train/loss", "train/ranking_loss", "train/reg_q", "train/reg_d"):
+        assert [s for s, _ in got[tag]] == [1, 2], tag
+
+
+def test_a_tracker_that_does_not_exist_or_cannot_load_fails_first(toy, tiny_bert, tmp_path,
+                                                                  monkeypatch):
+    from irdistill.train import engine
+
+    with pytest.raises(IrdistillError, match="unknown tracker.*'tensorbord'.*tensorboard"):
+        engine.train(make_config(toy, tiny_bert, "train.report_to=[tensorbord]"),
+                     tmp_path / "a", show_progress=False)
+    import transformers.integrations.integration_utils as integrations
+
+    def missing():
+        raise RuntimeError("TensorBoardCallback requires tensorboard to be installed.")
+
+    monkeypatch.setattr(integrations.TensorBoardCallback, "__init__", lambda self: missing())
+    with pytest.raises(IrdistillError, match="requires tensorboard.*install its package"):
+        engine.train(make_config(toy, tiny_bert, "train.report_to=[tensorboard]"),
+                     tmp_path / "b", show_progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_trackers_do_not_change_the_config_hash():
+    plain = load_config()
+    tracked = load_config(overrides=["train.report_to=[tensorboard]"])
+    assert config_hash(plain) == config_hash(tracked)
+    assert config_hash(plain) != config_hash(load_config(overrides=["train.lr=1e-4"]))
