@@ -65,6 +65,19 @@ class ModelConfig:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA (Hu et al., ICLR 2022) through the peft library: low-rank updates of the chosen
+    linear layers, the task head trained in full; the saved model is merged (a plain checkpoint)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    # the linear layers that get low-rank updates (None: peft's default of the architecture,
+    # e.g. query and value for BERT)
+    target_modules: list[str] | None = None
+
+
+@dataclass
 class TrainConfig:
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -111,6 +124,7 @@ class TrainConfig:
     # integrations: tensorboard, wandb, mlflow, ...; each needs its package); TensorBoard
     # writes to OUTPUT/tensorboard, the others where their own settings say
     report_to: list[str] = field(default_factory=list)
+    lora: LoraSettings | None = None  # parameter-efficient training (irdistill.train.lora)
     # keep the embeddings and the first k transformer layers fixed (the domain part of
     # irdistill.adapt.parts): the task step of the MLM adaptation recipe (irdistill.adapt.reranker)
     freeze_domain_layers: int | None = None
@@ -230,6 +244,14 @@ def check_config(config: Config) -> Config:
     _at_least("train.forward_tokens", t.forward_tokens, 0)
     _at_least("train.freeze_domain_layers", t.freeze_domain_layers, 0)
     check_trackers(t.report_to)
+    if t.lora is not None:
+        _at_least("train.lora.r", t.lora.r, 1)
+        _at_least("train.lora.alpha", t.lora.alpha, 0, strict=True)
+        if not 0 <= t.lora.dropout < 1:
+            raise IrdistillError(f"train.lora.dropout={t.lora.dropout} must be in [0, 1)")
+        if t.freeze_domain_layers is not None:
+            raise IrdistillError("train.lora and train.freeze_domain_layers do not go together",
+                                 hint="LoRA already leaves the pre-trained weights fixed")
     if not 0 <= t.warmup_ratio < 1:
         raise IrdistillError(f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
     if t.max_steps == 0 or t.max_steps < -1:
@@ -467,6 +489,7 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens")
                 ("train", "eval_depth"): 100, ("train", "eval_measure"): "nDCG@10",
                 ("train", "keep_best"): False, ("train", "early_stopping_patience"): None,
                 ("train", "max_minutes"): None, ("train", "freeze_domain_layers"): None,
+                ("train", "lora"): None,
                 # hard-negative mining in labels mode, off: the groups of before it existed
                 ("data", "negatives_range"): None, ("data", "false_negative_margin"): None,
                 ("data", "false_negative_relative_margin"): None}

@@ -145,6 +145,10 @@ def max_input_length(model, tokenizer) -> int | None:
 # -- the classification head --------------------------------------------------------------------
 def head_parameter_names(model) -> list[str]:
     """Names of the trainable parameters outside the pre-trained encoder (the task head)."""
+    if hasattr(model, "get_base_model"):  # a peft model: its head is the wrapped model's
+        inner = model.get_base_model()
+        encoder = {id(p) for p in inner.base_model.parameters()}
+        return [n for n, p in model.named_parameters() if id(p) not in encoder]
     base = getattr(model, "base_model", model)
     if base is model:
         return []

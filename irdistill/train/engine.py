@@ -762,6 +762,10 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     check_training_options(model.model, config.train.precision,
                            config.train.gradient_checkpointing)
     trackers = tracker_callbacks(config.train.report_to, output_dir)
+    if config.train.lora is not None:
+        from irdistill.train.lora import with_lora
+
+        model.model = with_lora(model.model, config.train.lora)
     if config.train.freeze_domain_layers is not None:
         from irdistill.train.splade import freeze_domain
 
@@ -841,6 +845,10 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     if trainer.is_world_process_zero():
         outcome = select_final_weights(trainer, output_dir, t, dev)
         model.model = trainer.model
+        if t.lora is not None:
+            from irdistill.train.lora import merged
+
+            model.model = merged(model.model)  # a plain checkpoint, loadable without peft
         model.base_model = m.name
         tmp = output_dir / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

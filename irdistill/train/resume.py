@@ -34,7 +34,7 @@ PREFIX = "checkpoint-"
 STATE_FILE = "trainer_state.json"
 #: each entry is satisfied by any one of its names (weights: safetensors or bin, sharded or not)
 REQUIRED = (("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-             "pytorch_model.bin.index.json"),
+             "pytorch_model.bin.index.json", "adapter_model.safetensors", "adapter_model.bin"),
             ("optimizer.pt", "optimizer.bin"),
             ("scheduler.pt",),
             ("rng_state.pth", "rng_state_0.pth"))
