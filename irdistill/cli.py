@@ -833,7 +833,8 @@ def pseudo_queries(
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
     generator: Annotated[Optional[str], typer.Option(
         help="Write the queries with this language model instead (doc2query): a Hugging Face "
-             "seq2seq model such as a doc2query T5, or a causal LM; hub name or folder.")]
+             "seq2seq model such as a doc2query T5, or a causal LM; hub name or folder "
+             "(--min-words, --max-words and --keep-fraction then do not apply).")]
     = None,
     prompt: Annotated[Optional[str], typer.Option(
         help="Generator prompt with {document} (default: the document alone for a seq2seq "

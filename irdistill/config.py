@@ -500,19 +500,33 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens")
 HASH_IGNORED = {("train", "report_to")}
 
 
+def hashed_tree(tree: Any, neutral: dict | None = None, ignored: set | None = None) -> Any:
+    """``tree`` as hashed: the keys of ``ignored`` (:data:`HASH_IGNORED`) and the neutral values
+    of ``neutral`` (:data:`HASH_NEUTRAL`) left out, in every section that has them, at any depth
+    (a SPLADE adaptation config holds its training config under ``source``)."""
+    neutral = HASH_NEUTRAL if neutral is None else neutral
+    ignored = HASH_IGNORED if ignored is None else ignored
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if (name, k) not in ignored
+                     and not ((name, k) in neutral and v == neutral[(name, k)])}
+            value = hashed_tree(value, neutral, ignored)
+        out[name] = value
+    return out
+
+
+def tree_hash(tree: Any, neutral: dict | None = None, ignored: set | None = None) -> str:
+    """The 12-hex-digit hash of a (JSON-able) settings tree, as :func:`config_hash` makes it."""
+    blob = json.dumps(hashed_tree(tree, neutral, ignored), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def config_hash(config: Any) -> str:
     """Hash of the resolved config: same settings, same hash (key order does not matter)."""
-    tree = to_dict(config) if dataclasses.is_dataclass(config) else config
-    for section, key in HASH_IGNORED:
-        part = tree.get(section) if isinstance(tree, dict) else None
-        if isinstance(part, dict) and key in part:
-            tree = {**tree, section: {k: v for k, v in part.items() if k != key}}
-    for (section, key), neutral in HASH_NEUTRAL.items():
-        part = tree.get(section) if isinstance(tree, dict) else None
-        if isinstance(part, dict) and key in part and part[key] == neutral:
-            tree = {**tree, section: {k: v for k, v in part.items() if k != key}}
-    blob = json.dumps(tree, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return tree_hash(to_dict(config) if dataclasses.is_dataclass(config) else config)
 
 
 def dump_yaml(config: Any) -> str:

@@ -171,3 +171,25 @@ def test_adapt_end_to_end_with_a_tiny_model(tmp_path, tiny_mlm, beir_folder, sci
                                      f"source.model.name={tiny_mlm}"], cls=AdaptConfig)
     with pytest.raises(IrdistillError, match="other settings"):
         adapt(changed, tmp_path / "out", show_progress=False)
+
+
+def test_folders_made_before_new_training_keys_are_still_accepted(tmp_path):
+    """A settings.json hashed before train.freeze_domain_layers, report_to and lora existed
+    (their plain JSON without them) still matches the same settings; other settings do not."""
+    import hashlib
+
+    from irdistill.adapt.recipe import settings_guard
+    from irdistill.config import to_dict
+    from irdistill.train.splade import SpladeConfig
+
+    tree = to_dict(SpladeConfig())
+    before = {**tree, "train": {k: v for k, v in tree["train"].items()
+                                if k not in ("freeze_domain_layers", "report_to", "lora")}}
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()
+                            ).hexdigest()[:12]
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "settings.json").write_text(json.dumps({"hash": digest}))
+    settings_guard(folder, tree)  # accepted
+    with pytest.raises(IrdistillError, match="other settings"):
+        settings_guard(folder, {**tree, "lambda_q": 1.0})

@@ -65,8 +65,9 @@ def test_adaptation_reads_only_the_targets_documents(tmp_path, tiny_bert, tiny_m
                                      "source domain (MLM k=1)"}
     assert report["results"] == {}
     config.evaluate = True
-    with pytest.raises(AssertionError, match="were read"):
+    with pytest.raises(AssertionError, match="were read") as failure:
         adapt_reranker(config, tmp_path / "out", show_progress=False, target=blind)
+    assert "evaluate_on_target" in {entry.name for entry in failure.traceback}
 
 
 def test_both_methods_end_to_end_and_a_rerun_reuses_every_step(tmp_path, tiny_bert, tiny_mlm,
@@ -188,6 +189,12 @@ def test_adaptation_killed_in_training_resumes_to_the_same_weights(tmp_path, tin
 
 
 @pytest.mark.parametrize("setting, message", [
+    ("target=beir/scifakt/test", "unknown dataset id 'beir/scifakt/test'"),
+    ("measures=[nDCG@1O]", "nDCG@1O"),
+    ("precision=bf61", "unknown precision 'bf61'"),
+    ("teachers=[bmm25]", "bmm25"),
+    ("normalisation=zz", "unknown normalisation 'zz'"),
+    ("layers=-3", "layers=-3 must be at least 0"),
     ("methods=[gpl]", "unknown adaptation method 'gpl'"),
     ("seeds=[1,1]", "seeds repeat"),
     ("teacher_depth=0", "at least 1"),

@@ -104,3 +104,22 @@ def test_the_study3_mini_recipe_dry_runs_with_its_shared_model():
     assert [c.config.layers for c in grid.cells()] == [0, 1, 2, 3]
     shared = grid.model_kind.shared_models([c.config for c in grid.cells()])
     assert len(shared) == 1 and next(iter(shared.values())).system == "zero-shot SPLADE"
+
+
+def test_adaptation_cells_are_evaluated_on_their_target_and_sources_are_told_apart(
+        tmp_path, tiny_mlm, beir_folder):
+    text = ("name: adapt-two\nkind: splade-adapt\nbase:\n  source:" + SOURCE + """
+axes:
+  target: [{folder}]
+  source.lambda_d: [1.0e-3, 1.0e-2]
+""" + SUITE).format(model=tiny_mlm, folder=beir_folder, output=tmp_path / "out")
+    grid = load_grid(write(tmp_path, text))
+    shared = grid.model_kind.shared_models([c.config for c in grid.cells()])
+    names = sorted(m.system for m in shared.values())
+    assert len(names) == 2 and len(set(names)) == 2  # two zero-shot models, two rows
+    assert all(n.startswith("zero-shot SPLADE ") for n in names)
+    from irdistill.errors import IrdistillError
+
+    elsewhere = text.replace(f"target: [{beir_folder}]", "target: [cranfield]")
+    with pytest.raises(IrdistillError, match="evaluated on no dataset"):
+        run_grid(load_grid(write(tmp_path, elsewhere)), dry_run=True)

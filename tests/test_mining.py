@@ -146,10 +146,12 @@ def test_bad_mining_settings_fail_at_check(sets, words):
 
 def _hash_without_mining_keys(config) -> str:
     """The hash as it was computed before the mining keys existed."""
-    from irdistill.config import HASH_NEUTRAL
+    from irdistill.config import HASH_IGNORED, HASH_NEUTRAL
 
     tree = to_dict(config)
     tree["data"] = {k: v for k, v in tree["data"].items() if k not in MINING_KEYS}
+    for section, key in HASH_IGNORED:  # keys added later and never hashed (train.report_to)
+        tree[section] = {k: v for k, v in tree[section].items() if k != key}
     for (section, key), neutral in HASH_NEUTRAL.items():
         if key not in MINING_KEYS and tree.get(section, {}).get(key, object()) == neutral:
             tree[section] = {k: v for k, v in tree[section].items() if k != key}

@@ -165,3 +165,19 @@ def test_the_command_writes_queries_with_a_real_model(tmp_path, tiny_llm, tiny_t
     (answer,) = backend.generate([backend.tokenizer(prompt)["input_ids"]], [6], exact=False)
     assert pseudo.queries[qid] == " ".join(answer.strip().splitlines()[0].split())
     assert pseudo.docs.get_many([doc])[doc] == text
+
+
+def test_a_seq2seq_generator_goes_to_transformers_and_prompts_are_checked(tiny_t5, monkeypatch):
+    import irdistill.teachers.llm as llm
+    from irdistill.adapt.pseudo import GenerationSettings
+
+    monkeypatch.setattr(llm, "vllm_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr(llm.TransformersBackend, "from_pretrained",
+                        classmethod(lambda cls, name, **kwargs: ("transformers", name)))
+    assert llm.load_backend(tiny_t5, "auto") == ("transformers", tiny_t5)  # not vLLM
+    with pytest.raises(IrdistillError, match="sequence-to-sequence model.*vLLM"):
+        llm.load_backend(tiny_t5, "vllm")
+    with pytest.raises(IrdistillError, match="a field other than"):
+        GenerationSettings(model="m", prompt="{document} {query}").check()
+    GenerationSettings(model="m", prompt="{{json}} {document}").check()  # doubled braces are text

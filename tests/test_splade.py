@@ -300,3 +300,18 @@ def test_cli_train_index_search_evaluate(tmp_path, tiny_mlm, beir_folder, scifac
         assert lines[-1].startswith("error: ") and "Traceback" not in result.output, result.output
         for word in words:
             assert word in lines[-1], result.output
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.freeze_domain_layers=1", "train.freeze_domain_layers is a cross-encoder key"),
+    ("train.lora.r=4", "train.lora is not supported by SPLADE"),
+    ("lambda_q=-1", "lambda_q=-1.0 must be at least 0"),
+    ("regularizer=flop", "unknown regularizer 'flop'"),
+])
+def test_bad_splade_settings_fail_before_any_work(tmp_path, tiny_mlm, setting, message):
+    from irdistill.train.splade import load_splade_config, train_splade
+
+    config = load_splade_config(overrides=[f"model.name={tiny_mlm}", setting])
+    with pytest.raises(IrdistillError, match=message):
+        train_splade(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -134,9 +134,15 @@ class GenerationSettings:
         for name in ("max_doc_words", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise IrdistillError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.prompt is not None and "{document}" not in self.prompt:
-            raise IrdistillError("the prompt has no {document} in it",
-                                 hint="e.g. --prompt 'Document: {document}\\nQuery:'")
+        if self.prompt is not None:
+            if "{document}" not in self.prompt:
+                raise IrdistillError("the prompt has no {document} in it",
+                                     hint="e.g. --prompt 'Document: {document}\\nQuery:'")
+            try:
+                self.prompt.format(document="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise IrdistillError(f"the prompt has a field other than {{document}}: {exc}",
+                                     hint="double other braces: {{ and }}") from None
 
 
 def generated_queries(docs: DocStore, backend, settings: GenerationSettings,

@@ -26,7 +26,6 @@ Output folder (several ``k`` can share one; every finished step is reused)::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 
 from irdistill.adapt.mlm import MLMConfig, train_mlm
 from irdistill.adapt.parts import check_layer_count, recombine
-from irdistill.config import to_dict
+from irdistill.config import to_dict, tree_hash
 from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError
 from irdistill.io import write_json
@@ -99,18 +98,25 @@ def zero_shot_splade(config: AdaptConfig, folder: Path, show_progress: bool = Tr
 def _train_zero_shot(source_cfg: SpladeConfig, base: Path, folder: Path,
                      source: Collection | None, show_progress: bool) -> Path:
     zs_cfg = _replace_model(source_cfg, str(base), freeze=None)
-    _settings_guard(folder, to_dict(zs_cfg))
+    settings_guard(folder, to_dict(zs_cfg))
     return train_splade(zs_cfg, folder, collection=source, show_progress=show_progress)
 
 
-def _settings_guard(folder: Path, settings: dict[str, Any]) -> None:
-    """Refuse to reuse a folder that was made with other settings."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+#: training keys added after the first adaptation folders were written, hashed by their plain
+#: JSON: at these values a settings tree hashes as those folders did
+ADDED_SINCE_FIRST_FOLDERS = {("train", "freeze_domain_layers"): None, ("train", "report_to"): [],
+                             ("train", "lora"): None}
+
+
+def settings_guard(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse to reuse a folder that was made with other settings (hashed as configs are, so a
+    key added later at its neutral value keeps the folders made before it valid)."""
+    digest = tree_hash(settings)
+    earlier = tree_hash(settings, neutral=ADDED_SINCE_FIRST_FOLDERS, ignored=set())
     path = folder / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old.get("hash") != digest:
+        if old.get("hash") not in (digest, earlier):
             raise IrdistillError("this output folder was made with other settings", path=folder,
                                  hint="choose a new output folder or delete this one")
         return
@@ -143,7 +149,7 @@ def evaluate_model(model_dir: str | Path, collection: Collection, folder: Path, 
     from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
 
     result_file = folder / "metrics.json"
-    _settings_guard(folder, {"model": str(model_dir), "collection": collection.name,
+    settings_guard(folder, {"model": str(model_dir), "collection": collection.name,
                              "depth": depth, "measures": list(measures),
                              "precision": precision})
     if result_file.exists():
@@ -182,24 +188,21 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
         target.require_qrels()
     step = output_dir / f"k{k}"
 
-    # what the MLM weights depend on (how often they are checkpointed or logged does not count)
-    mlm_weights = {key: value for key, value in to_dict(config.mlm).items()
-                   if key not in ("save_steps", "logging_steps")}
-    mlm_settings = {"base": source_cfg.model.name, "mlm": mlm_weights, "layers": k}
+    settings = mlm_settings(config.mlm, source_cfg.model.name, k)
     log.info("[1/4] MLM on the source corpus (%s), domain part = embeddings + %d layers",
              source.docs_name, k)
-    _settings_guard(step / "mlm-source", {**mlm_settings, "corpus": source.docs_name})
+    settings_guard(step / "mlm-source", {**settings, "corpus": source.docs_name})
     mlm_source = train_mlm(str(base), source, step / "mlm-source", k, config.mlm,
                            show_progress=show_progress)
     log.info("[2/4] MLM on the target corpus (%s)", target.docs_name)
-    _settings_guard(step / "mlm-target", {**mlm_settings, "corpus": target.docs_name})
+    settings_guard(step / "mlm-target", {**settings, "corpus": target.docs_name})
     mlm_target = train_mlm(str(base), target, step / "mlm-target", k, config.mlm,
                            show_progress=show_progress)
 
     log.info("[3/4] SPLADE training of the task part on %s (domain part frozen)",
              source_cfg.data.collection)
     task_cfg = _replace_model(source_cfg, str(mlm_source), freeze=k)
-    _settings_guard(step / "task", to_dict(task_cfg))
+    settings_guard(step / "task", to_dict(task_cfg))
     task_model = train_splade(task_cfg, step / "task", collection=source,
                               show_progress=show_progress)
 
@@ -240,15 +243,33 @@ def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeCo
 
 def _recombined(task_model: Path, domain_model: Path, layers: int, folder: Path) -> Path:
     """Save the SPLADE model of ``task_model`` with the domain part of ``domain_model``."""
-    from irdistill.models.splade import Splade, load_masked_lm
+    from irdistill.models.splade import Splade
 
     if (folder / "irdistill.json").exists():
         return folder
     model = Splade.from_pretrained(str(task_model), device="cpu")
+    return save_recombined(model, model.encoders.doc, domain_model, layers, folder)
+
+
+def save_recombined(model, encoder, domain_model: Path, layers: int, folder: Path) -> Path:
+    """Put the domain part of the masked LM ``domain_model`` into ``encoder`` (the masked LM or
+    classifier inside ``model``) and save ``model`` to ``folder`` atomically."""
+    import shutil
+
+    from irdistill.models.splade import load_masked_lm
+
     donor, _ = load_masked_lm(str(domain_model))
-    names = recombine(model.encoders.doc, donor, layers)
+    names = recombine(encoder, donor, layers)
     log.info("copied %d domain tensors from %s", len(names), domain_model)
     tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tmp.rename(folder)
     return folder
+
+
+def mlm_settings(config: MLMConfig, base: str, layers: int) -> dict[str, Any]:
+    """What the MLM weights depend on (how often they are checkpointed or logged does not)."""
+    weights = {key: value for key, value in to_dict(config).items()
+               if key not in ("save_steps", "logging_steps")}
+    return {"base": base, "mlm": weights, "layers": layers}

@@ -35,7 +35,7 @@ Output folder::
     pseudo/seed{s}/teacher/   teacher.trec and each teacher's scores
     pseudo/seed{s}/train/     the adapted re-ranker (model/) and its log
     mlm/base/  mlm/k{k}/{mlm-source,mlm-target,task,adapted}/
-    eval/runs/*.trec  eval/scores/*.jsonl  report/  results.json
+    eval/runs/*.trec  eval/scores/*.jsonl  report/ (against-bm25/)  results.json
 """
 from __future__ import annotations
 
@@ -52,7 +52,10 @@ from irdistill.adapt.pseudo import ClozeSettings, GenerationSettings
 from irdistill.config import Config, check_config, from_dict, merge, to_dict
 from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError, unknown_name
+from irdistill.evaluation.metrics import parse_measures
 from irdistill.io import write_json
+from irdistill.models.cross_encoder import check_precision
+from irdistill.teachers.ensemble import NORMALISATIONS, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,23 @@ class RerankerAdaptConfig:
             raise IrdistillError(f"seeds repeat: {self.seeds}")
         if self.teacher_depth < 1 or self.depth < 1:
             raise IrdistillError("teacher_depth and depth must be at least 1")
+        if self.layers < 0:
+            raise IrdistillError(f"layers={self.layers} must be at least 0")
+        models = {"model": self.model, "bi_encoder": self.bi_encoder}
+        for spec in self.teachers:
+            teacher = Teacher.parse(spec)
+            if teacher.is_model:
+                models[f"teacher '{spec}'"] = teacher.source
+        if "mlm" in self.methods:
+            models["backbone"] = self.backbone
+        if self.generator is not None:
+            models["generator"] = self.generator
+        for what, name in models.items():  # a missing model fails before hours of work
+            _check_model(what, name)
+        if self.normalisation not in NORMALISATIONS:
+            raise unknown_name("normalisation", self.normalisation, NORMALISATIONS)
+        check_precision(self.precision)
+        parse_measures(self.measures)
         self.pseudo.check()
         if self.generator is not None:
             GenerationSettings(model=self.generator, prompt=self.generator_prompt).check()
@@ -124,6 +144,21 @@ class RerankerAdaptConfig:
             check_config(self.source_training)
         if not self.measures:
             raise IrdistillError("no measure to report", hint="give measures, e.g. [nDCG@10]")
+
+
+def _check_model(what: str, name: str) -> None:
+    """``name`` resolves to a model whose config loads (a local folder, the bundled MiniLM, or
+    a hub model that is cached or reachable)."""
+    from transformers import AutoConfig
+
+    from irdistill.models.cross_encoder import resolve_model_path
+
+    try:
+        AutoConfig.from_pretrained(resolve_model_path(name))
+    except (OSError, ValueError) as exc:
+        raise IrdistillError(f"{what}: cannot load '{name}': {str(exc).splitlines()[0]}",
+                             hint="give a model folder, or a hub name that is cached here"
+                             ) from None
 
 
 def load_adapt_config(path: str | Path | None = None, overrides: list[str] | None = None
@@ -146,12 +181,12 @@ def adapt_reranker(config: RerankerAdaptConfig, output_dir: str | Path, *,
     "seconds": {step: s}}``.
 
     ``target`` replaces the collection named in ``config`` (e.g. a subset)."""
-    from irdistill.adapt.recipe import _settings_guard
+    from irdistill.adapt.recipe import settings_guard
 
     config.check()
     output_dir = Path(output_dir)
-    _settings_guard(output_dir, {"target": config.target, "split": config.target_split})
-    target = target or load_collection(config.target, config.target_split)
+    target = target or load_collection(config.target, config.target_split)  # a bad one fails first
+    settings_guard(output_dir, {"target": config.target, "split": config.target_split})
     seconds: dict[str, float] = {}
     models: dict[str, dict[str, str]] = {}
     if "pseudo" in config.methods:
@@ -183,7 +218,7 @@ def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: C
                  show_progress: bool = True) -> Path:
     """Pseudo-queries of ``seed``, their teacher and the distillation; the model's folder."""
     from irdistill.adapt.pseudo import write_pseudo_collection
-    from irdistill.adapt.recipe import _settings_guard
+    from irdistill.adapt.recipe import settings_guard
     from irdistill.retrieval.bm25 import bm25_run
     from irdistill.teachers.ensemble import build_ensemble
     from irdistill.train.engine import train
@@ -194,7 +229,7 @@ def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: C
         settings = GenerationSettings(model=config.generator, queries=config.pseudo.queries,
                                       seed=seed, prompt=config.generator_prompt)
     queries = folder / "queries"
-    _settings_guard(folder, {"target": target.docs_name, "pseudo": asdict(settings),
+    settings_guard(folder, {"target": target.docs_name, "pseudo": asdict(settings),
                              "teachers": config.teachers, "normalisation": config.normalisation,
                              "teacher_depth": config.teacher_depth})
     if not (queries / "queries.tsv").exists():
@@ -225,7 +260,7 @@ def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
     """``(adapted, control)``: the task model with the target's domain part, and as trained."""
     from irdistill.adapt.mlm import train_mlm
     from irdistill.adapt.parts import check_layer_count
-    from irdistill.adapt.recipe import _settings_guard, prepare_base
+    from irdistill.adapt.recipe import mlm_settings, prepare_base, settings_guard
     from irdistill.train.engine import train
 
     k = config.layers
@@ -234,16 +269,14 @@ def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
     source = load_collection(config.source_training.data.collection,
                              config.source_training.data.split)
     step = folder / f"k{k}"
-    weights = {key: value for key, value in to_dict(config.mlm).items()
-               if key not in ("save_steps", "logging_steps")}
-    settings = {"base": config.backbone, "mlm": weights, "layers": k}
+    settings = mlm_settings(config.mlm, config.backbone, k)
     log.info("[mlm 1/4] MLM of the embeddings and %d layers on the source corpus (%s)", k,
              source.docs_name)
-    _settings_guard(step / "mlm-source", {**settings, "corpus": source.docs_name})
+    settings_guard(step / "mlm-source", {**settings, "corpus": source.docs_name})
     mlm_source = train_mlm(str(base), source, step / "mlm-source", k, config.mlm,
                            show_progress=show_progress)
     log.info("[mlm 2/4] MLM on the target corpus (%s)", target.docs_name)
-    _settings_guard(step / "mlm-target", {**settings, "corpus": target.docs_name})
+    settings_guard(step / "mlm-target", {**settings, "corpus": target.docs_name})
     mlm_target = train_mlm(str(base), target, step / "mlm-target", k, config.mlm,
                            show_progress=show_progress)
     log.info("[mlm 3/4] cross-encoder training of the task part on %s (domain part frozen)",
@@ -259,23 +292,13 @@ def recombined_cross_encoder(task_model: Path, domain_model: Path, layers: int,
                              folder: Path) -> Path:
     """Save the cross-encoder ``task_model`` with the domain part of the masked LM
     ``domain_model`` (:func:`irdistill.adapt.parts.recombine`)."""
-    import shutil
-
-    from irdistill.adapt.parts import recombine
+    from irdistill.adapt.recipe import save_recombined
     from irdistill.models.cross_encoder import CrossEncoder
-    from irdistill.models.splade import load_masked_lm
 
     if (folder / "config.json").exists():
         return folder
     model = CrossEncoder.from_pretrained(str(task_model), device="cpu")
-    donor, _ = load_masked_lm(str(domain_model))
-    names = recombine(model.model, donor, layers)
-    log.info("copied %d domain tensors from %s", len(names), domain_model)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tmp.rename(folder)
-    return folder
+    return save_recombined(model, model.model, domain_model, layers, folder)
 
 
 def _with(config: Config, changes: dict[str, Any]) -> Config:
@@ -289,11 +312,12 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
                        ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
     """BM25, the bi-encoder, their hybrid, the zero-shot re-ranker and each adapted model
     (every seed) over the BM25 top-``depth`` of the target's queries; paired tests against the
-    zero-shot re-ranker in ``report_dir``. Returns the measures of each system (mean over
+    zero-shot re-ranker in ``report_dir`` (against BM25 in ``report_dir/against-bm25``). Returns the measures of each system (mean over
     seeds) and of each of its runs (by run file name)."""
     from irdistill.data.trec import ranked, write_qrels, write_run
     from irdistill.demo import FIRST_STAGE_DEPTH, hybrid_teacher
     from irdistill.evaluation.rerank import rerank_run, scoring_identity
+    from irdistill.evaluation.suites import slug
     from irdistill.experiments.report import build_report, load_run_results, write_report
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.retrieval.bm25 import bm25_run
@@ -319,7 +343,7 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
     systems = [("zero-shot", "model", config.model)] + [
         (name, label, path) for name, paths in models.items() for label, path in paths.items()]
     for name, label, path in systems:
-        stem = f"{_slug(name)}-{label}"
+        stem = f"{slug(name)}-{label}"
         log.info("re-ranking the BM25 top-%d with %s (%s)", config.depth, name, path)
         reranker = CrossEncoder.from_pretrained(path, precision=precision)
         identity = scoring_identity(path, reranker, target, candidates, config.depth)
@@ -329,7 +353,7 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
                          show_progress=show_progress,
                          checkpoint=folder / "scores" / f"{stem}-{digest}.jsonl",
                          identity=identity)
-        write_run(runs_dir / f"{stem}.trec", run, tag=_slug(name))
+        write_run(runs_dir / f"{stem}.trec", run, tag=slug(name))
         files.append((name, runs_dir / f"{stem}.trec"))
         del reranker
     qrels_file = folder / "qrels.txt"
@@ -338,6 +362,8 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
                                first_stage="bm25")
     report = build_report(results, "zero-shot", measures=config.measures)
     write_report(report, report_dir)
+    against_bm25 = build_report(results, "bm25", measures=config.measures)
+    write_report(against_bm25, report_dir / "against-bm25")
     per_run: dict[str, dict[str, dict[str, float]]] = {}
     for (_, path), result in zip(files, results.results):  # in the order of the files
         per_run.setdefault(result.system, {})[path.stem] = result.aggregate
@@ -346,7 +372,3 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
     return means, per_run
 
 
-def _slug(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")

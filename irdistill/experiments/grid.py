@@ -374,8 +374,9 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
                                       folder / f"{key}-{precision}", seed=shared.seed,
                                       precision=precision, model=key))
     for cell in cells:
+        planned = len(tasks)
         for suite in grid.suite_settings():
-            for spec in suite.datasets:
+            for spec in (s for s in suite.datasets if kind.evaluates_on(cell.config, s)):
                 precision = _precision(grid, cell)
                 name = f"{slug(spec.label)}-{dataset_key(suite, spec)}-{precision}"
                 for suffix in kind.systems(cell.config):
@@ -383,6 +384,9 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
                                           grid.cell_dir(cell) / "eval" / suite.name /
                                           (name + (f"-{slug(suffix)}" if suffix else "")),
                                           cell, cell.seed, precision, model=suffix))
+        if len(tasks) == planned:
+            raise IrdistillError(f"cell {cell.describe()} is evaluated on no dataset of the "
+                                 "grid's suites", hint="add a suite with its target corpus")
     return tasks
 
 
@@ -574,7 +578,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
             depth = max(task.suite.depth, RETRIEVAL_DEPTH)
             run_task(task, retrieve=splade_retrieval(
                 model_dir, task.precision, task.prefix.with_name(task.prefix.name + ".index"),
-                depth, show_progress=show_progress))
+                depth, batch_size=grid.evaluation.batch_size, show_progress=show_progress))
         else:
             run_task(task, lambda p=task.precision: CrossEncoder.from_pretrained(
                 str(model_dir), precision=p, device=device_for_rank()))

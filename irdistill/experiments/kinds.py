@@ -19,7 +19,7 @@ collection (SPLADE, whose index is kept beside the results).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +67,10 @@ class Kind:
     def systems(self, config) -> list[str]:
         """The suffixes of the systems a cell adds to the tables ('' is the cell itself)."""
         return [""]
+
+    def evaluates_on(self, config, spec) -> bool:
+        """Whether a cell is evaluated on the suite dataset ``spec`` (every one by default)."""
+        return True
 
     def train(self, config, folder: Path, shared: dict[str, Path],
               show_progress: bool = True) -> dict[str, Path]:
@@ -122,7 +126,13 @@ class SpladeKind(Kind):
         return SpladeConfig
 
     def check(self, config, inputs: bool) -> None:
-        _check_splade(config, inputs)
+        from irdistill.train.splade import check_splade_config
+
+        check_splade_config(config)
+        if inputs:
+            from irdistill.models.cross_encoder import resolve_model_path
+
+            resolve_model_path(config.model.name)
 
     def train(self, config, folder: Path, shared: dict[str, Path],
               show_progress: bool = True) -> dict[str, Path]:
@@ -152,36 +162,53 @@ class SpladeAdaptKind(Kind):
     def check(self, config, inputs: bool) -> None:
         from irdistill.adapt.recipe import check_adapt_config
 
-        check_adapt_config(config)
-        _check_splade(config.source, inputs)
-        if inputs and config.zero_shot_model is not None:
-            from irdistill.models.cross_encoder import resolve_model_path
+        check_adapt_config(config)  # the source's SPLADE training too
+        if not inputs:
+            return
+        from irdistill.adapt.parts import check_layer_count
+        from irdistill.data.collection import check_collection_spec
+        from irdistill.models.cross_encoder import resolve_model_path
 
+        check_collection_spec(config.target, config.target_split)
+        check_layer_count(config.source.model.name, config.layers)
+        if config.zero_shot_model is not None:
             resolve_model_path(config.zero_shot_model)
 
     def _zero_shot_key(self, config) -> str:
         return "zero-shot-splade-" + config_hash(config.source)
 
     def shared_models(self, configs: list) -> dict[str, SharedModel]:
+        """One zero-shot model per distinct source training; several of them (other than by
+        seed, which makes seeds of one system) are told apart by their settings' hash."""
         from irdistill.adapt.recipe import zero_shot_splade
 
+        sources = {config_hash(replace(c.source, train=replace(c.source.train, seed=0)))
+                   for c in configs if c.zero_shot_model is None}
         out: dict[str, SharedModel] = {}
         for config in configs:
             if config.zero_shot_model is not None:
                 continue
             key = self._zero_shot_key(config)
+            system = "zero-shot SPLADE"
+            if len(sources) > 1:
+                unseeded = replace(config.source, train=replace(config.source.train, seed=0))
+                system += f" {config_hash(unseeded)[:6]}"
             out.setdefault(key, SharedModel(
-                "zero-shot SPLADE", key, self.seed(config), self.precision(config),
+                system, key, self.seed(config), self.precision(config),
                 lambda folder, progress, c=config: zero_shot_splade(c, folder, progress)))
         return out
 
     def systems(self, config) -> list[str]:
         return ["", " source domain"] if config.source_control else [""]
 
+    def evaluates_on(self, config, spec) -> bool:
+        """A cell adapted to a target is evaluated on that target only (the shared zero-shot
+        model on every dataset)."""
+        return spec.id == config.target and (config.target_split is None
+                                             or spec.split in (None, config.target_split))
+
     def train(self, config, folder: Path, shared: dict[str, Path],
               show_progress: bool = True) -> dict[str, Path]:
-        from dataclasses import replace
-
         from irdistill.adapt.recipe import adapt
 
         zero_shot = config.zero_shot_model or str(shared[self._zero_shot_key(config)])
@@ -191,16 +218,6 @@ class SpladeAdaptKind(Kind):
         if config.source_control:
             models[" source domain"] = Path(report["models"]["source-domain"])
         return models
-
-
-def _check_splade(config, inputs: bool) -> None:
-    from irdistill.train.splade import check_splade_config
-
-    check_splade_config(config)
-    if inputs:
-        from irdistill.models.cross_encoder import resolve_model_path
-
-        resolve_model_path(config.model.name)
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (CrossEncoderKind(), SpladeKind(),
@@ -214,7 +231,7 @@ def get_kind(name: str) -> Kind:
 
 
 def splade_retrieval(model_dir: str | Path, precision: str | None, index_dir: Path,
-                     depth: int, batch_size: int = 32, show_progress: bool = True):
+                     depth: int, batch_size: int = 64, show_progress: bool = True):
     """``collection -> run``: the SPLADE model's top-``depth`` for the collection's queries,
     over an index of the collection kept in ``index_dir`` (built on first use)."""
     def retrieve(collection) -> dict[str, dict[str, float]]:

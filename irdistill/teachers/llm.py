@@ -367,6 +367,7 @@ class VllmBackend:
     """Greedy generation with vLLM's offline ``LLM`` (GPU); all prompts of a call in one go."""
 
     name = "vllm"
+    seq2seq = False  # causal LMs only (load_backend sends seq2seq models to transformers)
 
     def __init__(self, name_or_path: str, *, precision: str | None = None,
                  tensor_parallel_size: int = 1, context_size: int = 4096,
@@ -394,6 +395,15 @@ class VllmBackend:
         return [o.outputs[0].text for o in outputs]
 
 
+def _is_seq2seq(name_or_path: str) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        return bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
+    except (OSError, ValueError):  # not loadable here: the backend says so when it loads it
+        return False
+
+
 VLLM_MISSING = IrdistillError("the vLLM backend needs the vllm package",
                               hint="pip install vllm on a GPU machine, or use --backend "
                                    "transformers")
@@ -419,12 +429,17 @@ def check_backend(backend: str) -> None:
 def load_backend(name_or_path: str, backend: str = "auto", *, batch_size: int = 4,
                  device: str | None = None, precision: str | None = None,
                  context_size: int = 4096, tensor_parallel_size: int = 1) -> Backend:
-    """``auto``: vLLM when it is installed and a GPU is there, else transformers."""
+    """``auto``: vLLM when it is installed and a GPU is there, else transformers (always for a
+    sequence-to-sequence model, which the vLLM backend does not serve)."""
     check_backend(backend)
     if backend == "auto":
         import torch
 
-        backend = "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+        backend = "vllm" if (vllm_available() and torch.cuda.is_available()
+                             and not _is_seq2seq(name_or_path)) else "transformers"
+    elif backend == "vllm" and _is_seq2seq(name_or_path):
+        raise IrdistillError(f"'{name_or_path}' is a sequence-to-sequence model, which the vLLM "
+                             "backend does not serve", hint="use --backend transformers")
     log.info("LLM backend: %s", backend)
     if backend == "vllm":
         return VllmBackend(name_or_path, precision=precision, context_size=context_size,

@@ -217,6 +217,12 @@ def check_splade_config(config: SpladeConfig) -> SpladeConfig:
                         model=ModelConfig(name=m.name, max_query_length=m.max_query_length,
                                           max_doc_length=m.max_doc_length)))
     get_regularizer(config.regularizer)
+    if config.train.freeze_domain_layers is not None:
+        raise IrdistillError("train.freeze_domain_layers is a cross-encoder key",
+                             hint="SPLADE freezes with freeze_domain_layers (at the top level)")
+    if config.train.lora is not None:
+        raise IrdistillError("train.lora is not supported by SPLADE training yet",
+                             hint="remove train.lora; cross-encoder training has it")
     for where, value in (("lambda_q", config.lambda_q), ("lambda_d", config.lambda_d),
                          ("reg_warmup_steps", config.reg_warmup_steps),
                          ("freeze_domain_layers", config.freeze_domain_layers)):
