@@ -43,6 +43,7 @@ from irdistill.evaluation.metrics import evaluate
 from irdistill.evaluation.rerank import rerank_run, scoring_identity
 from irdistill.io import check_output_folder, write_json
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.model_card import add_evaluation
 from irdistill.provenance import write_provenance
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.train.engine import train, training_precision
@@ -194,6 +195,8 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     results = {name: e.aggregate for name, e in evaluations.items()}
     write_json(output / "results.json", results)
     write_json(output / "per_query.json", {n: e.per_query for n, e in evaluations.items()})
+    add_evaluation(model_dir, f"{TEST_COLLECTION} (BM25 top-{depth} re-ranked)",
+                   results["reranker"])  # the model folder says how good it is
     write_json(output / "settings.json", {"rerank_depth": depth, "interpolation_alpha": alpha,
                                           "precision": precision, "bi_encoder": bi_encoder,
                                           "dev_queries": sorted(dev_candidates),
@@ -257,6 +260,8 @@ def out_of_domain(output: str | Path, collection_id: str, show_progress: bool = 
         write_run(folder / "runs" / f"{name}.trec", run, tag=name)
         evaluations[name] = evaluate(run, collection.qrels, MEASURES)
     results = {name: e.aggregate for name, e in evaluations.items()}
+    add_evaluation(settings["model"], f"{collection_id} (BM25 top-{depth} re-ranked)",
+                   results["reranker"])
     write_json(folder / "results.json", results)
     write_json(folder / "per_query.json", {n: e.per_query for n, e in evaluations.items()})
     return results

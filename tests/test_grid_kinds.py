@@ -123,3 +123,24 @@ axes:
     elsewhere = text.replace(f"target: [{beir_folder}]", "target: [cranfield]")
     with pytest.raises(IrdistillError, match="evaluated on no dataset"):
         run_grid(load_grid(write(tmp_path, elsewhere)), dry_run=True)
+
+
+def test_a_cross_encoder_grid_writes_its_figures_into_each_model_card(tmp_path, tiny_bert,
+                                                                       beir_folder,
+                                                                       scifact_available):
+    import yaml
+
+    text = ("name: cards\nbase:\n  data: {{collection: beir/scifact/train, depth: 20, "
+            "negatives: 3, max_queries: 8}}\n  model: {{name: {model}, max_doc_length: 32}}\n"
+            "  train: {{max_steps: 2, batch_size: 4}}\naxes:\n  objective: [bce, infonce]\n"
+            + SUITE.replace("R@100", "RR@10")).format(model=tiny_bert, folder=beir_folder,
+                                                      output=tmp_path / "out")
+    status = run_grid(load_grid(write(tmp_path, text)), show_progress=False)
+    results = {r.system: r.aggregate for r in load_grid_results(tmp_path / "out").results}
+    for cell in status.cells:
+        card = (cell.folder / "model" / "README.md").read_text()
+        meta = yaml.safe_load(card.split("---\n")[1])
+        (entry,) = meta["model-index"][0]["results"]
+        figures = {m["name"]: m["value"] for m in entry["metrics"]}
+        assert entry["dataset"]["name"] == "mini/mini"
+        assert figures["nDCG@10"] == pytest.approx(results[cell.cell.system]["nDCG@10"], abs=1e-4)

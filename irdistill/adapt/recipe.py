@@ -188,16 +188,8 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
         target.require_qrels()
     step = output_dir / f"k{k}"
 
-    settings = mlm_settings(config.mlm, source_cfg.model.name, k)
-    log.info("[1/4] MLM on the source corpus (%s), domain part = embeddings + %d layers",
-             source.docs_name, k)
-    settings_guard(step / "mlm-source", {**settings, "corpus": source.docs_name})
-    mlm_source = train_mlm(str(base), source, step / "mlm-source", k, config.mlm,
-                           show_progress=show_progress)
-    log.info("[2/4] MLM on the target corpus (%s)", target.docs_name)
-    settings_guard(step / "mlm-target", {**settings, "corpus": target.docs_name})
-    mlm_target = train_mlm(str(base), target, step / "mlm-target", k, config.mlm,
-                           show_progress=show_progress)
+    mlm_source, mlm_target = domain_mlm(base, source_cfg.model.name, source, target, k,
+                                        config.mlm, step, show_progress)
 
     log.info("[3/4] SPLADE training of the task part on %s (domain part frozen)",
              source_cfg.data.collection)
@@ -268,8 +260,20 @@ def save_recombined(model, encoder, domain_model: Path, layers: int, folder: Pat
     return folder
 
 
-def mlm_settings(config: MLMConfig, base: str, layers: int) -> dict[str, Any]:
-    """What the MLM weights depend on (how often they are checkpointed or logged does not)."""
+def domain_mlm(base: Path, backbone: str, source: Collection, target: Collection, layers: int,
+               config: MLMConfig, step: Path, show_progress: bool = True) -> tuple[Path, Path]:
+    """Steps 1 and 2 of the recipe: MLM of the domain part of ``base`` on the source corpus and
+    on the target corpus (``step/mlm-source``, ``step/mlm-target``); their models' folders."""
+    # what the MLM weights depend on (how often they are checkpointed or logged does not)
     weights = {key: value for key, value in to_dict(config).items()
                if key not in ("save_steps", "logging_steps")}
-    return {"base": base, "mlm": weights, "layers": layers}
+    settings = {"base": backbone, "mlm": weights, "layers": layers}
+    models = []
+    for i, (name, corpus) in enumerate((("source", source), ("target", target)), 1):
+        log.info("[%d/4] MLM on the %s corpus (%s), domain part = embeddings + %d layers", i,
+                 name, corpus.docs_name, layers)
+        folder = step / f"mlm-{name}"
+        settings_guard(folder, {**settings, "corpus": corpus.docs_name})
+        models.append(train_mlm(str(base), corpus, folder, layers, config,
+                                show_progress=show_progress))
+    return models[0], models[1]

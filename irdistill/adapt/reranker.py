@@ -258,9 +258,8 @@ def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: C
 def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
               show_progress: bool = True) -> tuple[Path, Path]:
     """``(adapted, control)``: the task model with the target's domain part, and as trained."""
-    from irdistill.adapt.mlm import train_mlm
     from irdistill.adapt.parts import check_layer_count
-    from irdistill.adapt.recipe import mlm_settings, prepare_base, settings_guard
+    from irdistill.adapt.recipe import domain_mlm, prepare_base
     from irdistill.train.engine import train
 
     k = config.layers
@@ -269,22 +268,14 @@ def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
     source = load_collection(config.source_training.data.collection,
                              config.source_training.data.split)
     step = folder / f"k{k}"
-    settings = mlm_settings(config.mlm, config.backbone, k)
-    log.info("[mlm 1/4] MLM of the embeddings and %d layers on the source corpus (%s)", k,
-             source.docs_name)
-    settings_guard(step / "mlm-source", {**settings, "corpus": source.docs_name})
-    mlm_source = train_mlm(str(base), source, step / "mlm-source", k, config.mlm,
-                           show_progress=show_progress)
-    log.info("[mlm 2/4] MLM on the target corpus (%s)", target.docs_name)
-    settings_guard(step / "mlm-target", {**settings, "corpus": target.docs_name})
-    mlm_target = train_mlm(str(base), target, step / "mlm-target", k, config.mlm,
-                           show_progress=show_progress)
-    log.info("[mlm 3/4] cross-encoder training of the task part on %s (domain part frozen)",
+    mlm_source, mlm_target = domain_mlm(base, config.backbone, source, target, k, config.mlm,
+                                        step, show_progress)
+    log.info("[3/4] cross-encoder training of the task part on %s (domain part frozen)",
              source.name)
     task = _with(config.source_training, {"model": {"name": str(mlm_source)},
                                           "train": {"freeze_domain_layers": k}})
     task_model = train(task, step / "task", collection=source, show_progress=show_progress)
-    log.info("[mlm 4/4] recombining: target domain part + source task part")
+    log.info("[4/4] recombining: target domain part + source task part")
     return recombined_cross_encoder(task_model, mlm_target, k, step / "adapted"), task_model
 
 

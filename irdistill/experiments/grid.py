@@ -498,6 +498,19 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
             raise
 
 
+def record_in_card(model_dir: Path, task: EvalTask) -> None:
+    """Write the figures of a finished evaluation into the model's card (``model-index``), so
+    the model folder says how good it is on each suite dataset."""
+    from irdistill.evaluation.suites import VARIANT_TITLES, read_evaluation
+    from irdistill.models.model_card import add_evaluation
+
+    data = read_evaluation(task.prefix.with_name(task.prefix.name + ".json"))
+    for variant, evaluation in data.get("variants", {}).items():
+        name = f"{task.suite.name}/{task.dataset.label}"
+        add_evaluation(model_dir, f"{name} {VARIANT_TITLES[variant]}" if variant else name,
+                       evaluation["aggregate"])
+
+
 def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -> GridStatus:
     """Train and evaluate every cell of ``grid``; finished work is reused.
 
@@ -582,6 +595,8 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         else:
             run_task(task, lambda p=task.precision: CrossEncoder.from_pretrained(
                 str(model_dir), precision=p, device=device_for_rank()))
+            if is_main() and (Path(model_dir) / "irdistill.json").exists():
+                record_in_card(model_dir, task)
 
     kind = grid.model_kind
     shared = [t for t in tasks if t.shared and t.kind != "trained"]
