@@ -66,21 +66,46 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without newline) of a UTF-8 text file, streaming.
+GZIP_MAGIC = b"\x1f\x8b"
 
-    Invalid UTF-8 raises an error that names the line.
+
+def open_binary(path: str | Path):
+    """``path`` opened for reading bytes, decompressed on the fly when it is gzip (by its first
+    bytes, whatever its name), as other IR tools read ``.gz`` runs and qrels."""
+    import gzip
+
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
+
+
+def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without newline) of a UTF-8 text file, streaming: gzip is
+    decompressed, a byte-order mark and Windows line endings are dropped.
+
+    Invalid UTF-8 (or a truncated gzip file) raises an error that names the line.
     """
+    import gzip
+    import zlib
+
     path = check_input_file(path, what)
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise IrdistillError(f"invalid UTF-8 in {what} ({exc.reason} at byte {exc.start})",
-                                     path=path, line=number,
-                                     hint="re-encode the file as UTF-8") from None
-            yield number, line.rstrip("\r\n")
+    number = 0
+    try:
+        with open_binary(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # the UTF-8 byte-order mark some editors write
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise IrdistillError(f"invalid UTF-8 in {what} ({exc.reason} at byte "
+                                         f"{exc.start})", path=path, line=number,
+                                         hint="re-encode the file as UTF-8") from None
+                yield number, line.rstrip("\r\n")
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise IrdistillError(f"the gzip-compressed {what} is damaged ({exc})", path=path,
+                             line=number + 1 or None,
+                             hint="compress it again, or give the plain file") from None
 
 
 def check_output_file(path: str | Path, what: str = "output file") -> Path:

@@ -60,3 +60,30 @@ def test_bad_files(tmp_path):
     qrels.write_text("q1 0 d1 x\n")
     with pytest.raises(IrdistillError, match="not an integer"):
         read_qrels(qrels)
+
+
+def test_files_of_other_tools_read_as_those_tools_read_them(tmp_path):
+    """Windows line endings, a UTF-8 byte-order mark, gzip (by content, whatever the name) and
+    BEIR's header line; a damaged gzip file gets the usual one-line error."""
+    import gzip
+
+    from irdistill.data.collection import load_qrels
+    from irdistill.data.trec import read_qrels, read_run
+    from irdistill.errors import IrdistillError
+
+    run_text = "q1 Q0 d1 1 2.5 x\r\nq1 Q0 d2 2 1.5 x\r\nq2 Q0 d3 1 0.5 x\r\n"
+    want = {"q1": {"d1": 2.5, "d2": 1.5}, "q2": {"d3": 0.5}}
+    (tmp_path / "crlf.trec").write_bytes(run_text.encode())
+    (tmp_path / "bom.trec").write_bytes(b"\xef\xbb\xbf" + run_text.encode())
+    (tmp_path / "run.trec.gz").write_bytes(gzip.compress(run_text.encode()))
+    (tmp_path / "named-plain.trec").write_bytes(gzip.compress(run_text.encode()))
+    for name in ("crlf.trec", "bom.trec", "run.trec.gz", "named-plain.trec"):
+        assert read_run(tmp_path / name) == want, name
+    (tmp_path / "qrels.txt.gz").write_bytes(gzip.compress(b"q1 0 d1 1\r\nq2 0 d3 2\r\n"))
+    assert read_qrels(tmp_path / "qrels.txt.gz") == {"q1": {"d1": 1}, "q2": {"d3": 2}}
+    beir = b"\xef\xbb\xbfquery-id\tcorpus-id\tscore\r\nq1\td1\t1\r\n"
+    (tmp_path / "test.tsv.gz").write_bytes(gzip.compress(beir))
+    assert load_qrels(tmp_path / "test.tsv.gz") == {"q1": {"d1": 1}}
+    (tmp_path / "torn.trec.gz").write_bytes(gzip.compress(run_text.encode())[:25])
+    with pytest.raises(IrdistillError, match="torn.trec.gz.*gzip-compressed run file is damaged"):
+        read_run(tmp_path / "torn.trec.gz")

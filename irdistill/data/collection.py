@@ -428,7 +428,7 @@ def load_qrels(spec: str | os.PathLike) -> Qrels:
     """Qrels from a TREC qrels file, a BEIR qrels TSV, or a collection (dataset id or folder)."""
     path = Path(spec)
     if path.is_file() or (path.exists() and not path.is_dir()):
-        if path.suffix == ".tsv":
+        if path.name.endswith((".tsv", ".tsv.gz")):
             return _read_beir_qrels(path)
         return read_qrels(path)
     collection = load_collection(spec)
