@@ -161,7 +161,8 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a config key, e.g. --set train.lr=1e-5 (repeatable).")] = None,
 ) -> None:
-    """Train a cross-encoder; an interrupted run resumes from its last checkpoint."""
+    """Train a cross-encoder; an interrupted run resumes from its last checkpoint. Every key
+    and its default: irdistill config show train (docs/training.md explains them)."""
     from irdistill.config import load_config
     from irdistill.train.engine import train as train_model
 
@@ -684,7 +685,8 @@ def splade_train(
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a config key, e.g. --set lambda_d=1e-3 (repeatable).")] = None,
 ) -> None:
-    """Train a SPLADE model (ranking loss + FLOPS regularisation); resumes when interrupted."""
+    """Train a SPLADE model (ranking loss + FLOPS regularisation); resumes when interrupted.
+    Every key and its default: irdistill config show splade (docs/splade.md)."""
     from irdistill.train.splade import load_splade_config, train_splade
 
     model_dir = train_splade(load_splade_config(config, set_), output)
@@ -780,7 +782,8 @@ def adapt(
         "--set", help="Override a config key, e.g. --set layers=2 --set target=cranfield "
                       "(repeatable).")] = None,
 ) -> None:
-    """Adapt SPLADE to an unlabelled target corpus (MLM of the lower layers, recombination)."""
+    """Adapt SPLADE to an unlabelled target corpus (MLM of the lower layers, recombination).
+    Every key and its default: irdistill config show adapt."""
     from irdistill.adapt.recipe import AdaptConfig, adapt as run_adapt
     from irdistill.config import load_config
 
@@ -805,7 +808,8 @@ def adapt_reranker(
     from its documents, labelled by a BM25 + bi-encoder teacher, then distilled; or MLM of the
     lower layers on it, recombined) and compare it there with the zero-shot re-ranker, BM25,
     the bi-encoder and their hybrid. Only the evaluation reads the target's queries and
-    judgements. A rerun goes on from every finished step."""
+    judgements. A rerun goes on from every finished step. Every key and its default:
+    irdistill config show adapt-reranker (docs/adaptation.md)."""
     from irdistill.adapt.reranker import adapt_reranker as run_adapt, load_adapt_config
 
     report = run_adapt(load_adapt_config(config, set_), output)
@@ -878,6 +882,49 @@ def pseudo_queries(
               f"{counts['sentences_removed']} sentences removed from their documents")
     typer.echo(f"wrote {counts['queries']} pseudo-queries over {counts['documents']} documents "
                f"({detail}) to {output}")
+
+
+# -- config: print resolved configs ----------------------------------------------------------
+config_app = typer.Typer(no_args_is_help=True, help="Show the resolved config of a command.")
+app.add_typer(config_app, name="config")
+CONFIG_KINDS = ("train", "splade", "adapt", "adapt-reranker", "demo")
+
+
+@command(on=config_app)
+def show(
+    kind: Annotated[str, typer.Argument(help=f"Whose config: {', '.join(CONFIG_KINDS)}.")]
+    = "train",
+    config: Annotated[Optional[Path], typer.Argument(help="YAML config (optional).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a key, as the command itself takes it (repeatable).")] = None,
+) -> None:
+    """Print the config a command would run with (its defaults, then the YAML file, then the
+    --set overrides), checked, as YAML: every key there is can be set this way."""
+    from irdistill.config import check_config, dump_yaml, load_config
+    from irdistill.errors import unknown_name
+
+    if kind == "train":
+        resolved = check_config(load_config(config, set_))
+    elif kind == "demo":
+        from irdistill.demo import DEMO_RECIPE
+
+        resolved = check_config(load_config(config, set_, base=DEMO_RECIPE))
+    elif kind == "splade":
+        from irdistill.train.splade import check_splade_config, load_splade_config
+
+        resolved = check_splade_config(load_splade_config(config, set_))
+    elif kind == "adapt":
+        from irdistill.adapt.recipe import AdaptConfig, check_adapt_config
+
+        resolved = check_adapt_config(load_config(config, set_, cls=AdaptConfig))
+    elif kind == "adapt-reranker":
+        from irdistill.adapt.reranker import load_adapt_config
+
+        resolved = load_adapt_config(config, set_)
+        resolved.check()
+    else:
+        raise unknown_name("config kind", kind, CONFIG_KINDS)
+    typer.echo(dump_yaml(resolved), nl=False)
 
 
 def main() -> None:

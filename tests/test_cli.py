@@ -173,3 +173,27 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
         for query, docs in reference.items():
             assert sorted(run[query], key=run[query].get) == sorted(docs, key=docs.get), name
             assert all(abs(run[query][d] - s) < 1e-4 for d, s in docs.items()), name
+
+
+@pytest.mark.parametrize("kind, key, cls_path", [
+    ("train", "train.lr=0.0001", "irdistill.config:Config"),
+    ("splade", "lambda_d=0.001", "irdistill.train.splade:SpladeConfig"),
+    ("adapt", "layers=1", "irdistill.adapt.recipe:AdaptConfig"),
+])
+def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path, kind, key, cls_path):
+    import importlib
+
+    from irdistill.config import from_dict
+
+    result = CliRunner().invoke(app, ["config", "show", kind, "--set", key])
+    assert result.exit_code == 0, result.output
+    module, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    path = tmp_path / "shown.yaml"
+    path.write_text(result.output)
+    from irdistill.config import load_config
+
+    shown = load_config(path, cls=cls)
+    assert shown == load_config(overrides=[key], cls=cls) != from_dict(cls, {})
+    bad = CliRunner().invoke(app, ["config", "show", "trian"])
+    assert bad.exit_code == 2 and "unknown config kind 'trian'" in bad.output
