@@ -216,7 +216,8 @@ def rerank(
     from irdistill.distributed import (device_for_rank, is_distributed, is_main,
                                        main_process_first, rank, world_size)
     from irdistill.evaluation.rerank import check_candidates, scoring_identity
-    from irdistill.evaluation.sharding import parse_shard, rerank_to_file
+    from irdistill.evaluation.rerank import rerank_to_file
+    from irdistill.evaluation.sharding import parse_shard
     from irdistill.io import check_output_file
     from irdistill.models.cross_encoder import CrossEncoder, budget_for, check_device, \
         check_precision, resolve_model_path
@@ -496,7 +497,8 @@ def compare(
     plots: Annotated[bool, typer.Option(help="Also draw plots (PNG and PDF).")] = True,
 ) -> None:
     """Systems x datasets table over seeds, paired tests against a baseline, plots."""
-    from irdistill.experiments.report import compare as compare_results, to_markdown
+    from irdistill.experiments.compare import compare as compare_results
+    from irdistill.experiments.report import to_markdown
 
     names = [m for item in (measures or []) for m in item.split()] or None
     report, files = compare_results(sources, qrels=qrels, baseline=baseline, measures=names,

@@ -131,7 +131,7 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
     default one (a tiny model whose scores spread), and the provenance says how it scored."""
     pytest.importorskip("onnxruntime")
     from irdistill.data.trec import read_run
-    from irdistill.evaluation import sharding
+    from irdistill.evaluation import rerank as rerank_module
     from irdistill.models.cross_encoder import CrossEncoder
 
     from tiny_models import build_tiny_model
@@ -140,7 +140,7 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
     toy = write_toy_collection(tmp_path / "toy")
     model = build_tiny_model("bert", tmp_path / "m", initializer_range=0.2)
     compiled, budgets = [], []
-    real_compile, real_rerank = CrossEncoder.use_compile, sharding.rerank_to_file
+    real_compile, real_rerank = CrossEncoder.use_compile, rerank_module.rerank_to_file
 
     def compile_without_a_compiler(self, backend="inductor", mode=None):  # same graph, no C++
         compiled.append(backend)
@@ -151,7 +151,7 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
         return real_rerank(*args, **kwargs)
 
     monkeypatch.setattr(CrossEncoder, "use_compile", compile_without_a_compiler)
-    monkeypatch.setattr(sharding, "rerank_to_file", rerank_to_file)
+    monkeypatch.setattr(rerank_module, "rerank_to_file", rerank_to_file)
     runs = {}
     for name, extra in {"torch": [], "onnx": ["--backend", "onnx"],
                         "compile": ["--backend", "compile"],

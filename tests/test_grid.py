@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from irdistill.config import config_hash
 from irdistill.errors import IrdistillError
-from irdistill.experiments import grid as grid_module
+from irdistill.experiments import kinds as kinds_module
 from irdistill.experiments.grid import load_grid, run_grid, train_state
 
 GRID = """
@@ -51,7 +51,7 @@ def fake_training(monkeypatch, tiny_bert):
                 handle.write(json.dumps({"step": step, "loss": 1.0 / step}) + "\n")
         return output_dir / "model"
 
-    monkeypatch.setattr(grid_module, "train_model", fake)
+    monkeypatch.setattr(kinds_module, "train_model", fake)
     return calls
 
 
@@ -282,7 +282,7 @@ def test_kd_vs_contrastive_table_pairs_each_student_with_its_size(tmp_path, monk
         (output_dir / "train_log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
         return output_dir / "model"
 
-    monkeypatch.setattr(grid_module, "train_model", fake)
+    monkeypatch.setattr(kinds_module, "train_model", fake)
     from toy_collection import write_toy_collection
 
     toy = write_toy_collection(tmp_path / "toy")  # 8 queries x 10 candidates: rankings differ

@@ -79,6 +79,15 @@ def task_parameter_names(model: nn.Module, layers: int) -> list[str]:
     return [n for n, _ in model.named_parameters() if n not in domain]
 
 
+def freeze_domain(model: nn.Module, layers: int) -> list[str]:
+    """Stop gradients of the domain part (embeddings + first ``layers`` layers); return its names."""
+    names = set(domain_parameter_names(model, layers))
+    for name, param in model.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
+    return sorted(names)
+
+
 def set_trainable(model: nn.Module, names) -> None:
     """Let exactly the parameters ``names`` receive gradients."""
     names = set(names)

@@ -28,19 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from irdistill.data.groups import Group  # noqa: F401  (re-exported: the groups of every mode)
 from irdistill.data.trec import Qrels, Run, ranked
 from irdistill.errors import IrdistillError, unknown_name
 
 log = logging.getLogger(__name__)
 
 SAMPLINGS = ("top", "random", "top+random", "all")
-
-
-@dataclass
-class Group:
-    query_id: str
-    doc_ids: list[str]
-    targets: list[float]
 
 
 def pick(candidates: list[str], k: int, sampling: str, rng: np.random.Generator) -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from irdistill.data.sampling import Group
+from irdistill.data.groups import Group
 from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file, iter_lines
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
+from irdistill.evaluation.sharding import last_uses, merge_runs, shard_blocks
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
 from irdistill.models.cross_encoder import DEFAULT_MAX_TOKENS, CrossEncoder
 
@@ -90,8 +91,6 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     collection), so bad input leaves nothing behind. With ``shard``, only the queries of that
     shard are scored (see :func:`irdistill.evaluation.sharding.shard_blocks`).
     """
-    from irdistill.evaluation.sharding import shard_blocks
-
     candidates = check_candidates(collection, run, depth)
     qids = sorted(candidates)
     blocks = _blocks(qids, {q: len(candidates[q]) for q in qids}, block_pairs)
@@ -120,8 +119,6 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
 
 def _score_blocks(model, collection, candidates, blocks, queries, done, batch_size, max_tokens,
                   show_progress, checkpoint, identity) -> None:
-    from irdistill.evaluation.sharding import last_uses
-
     qids = [q for block in blocks for q in block]
     total = sum(len(candidates[q]) for q in qids)
     bar = tqdm(total=total, initial=sum(len(candidates[q]) for q in qids if q in done),
@@ -181,3 +178,50 @@ def scoring_identity(model_source: str, model: CrossEncoder, collection: Collect
             "backend": getattr(model, "backend", "torch"), "collection": collection.name,
             "candidates": candidates_digest({q: [d for d, _ in ranked(docs, depth)]
                                              for q, docs in run.items()})}
+
+
+def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 100,
+                   batch_size: int = 64, max_tokens: int | str | None = "auto",
+                   shard: tuple[int, int] | None = None, show_progress: bool = True,
+                   tag: str = "irdistill", block_pairs: int = 8192,
+                   identity: dict | None = None) -> Run:
+    """Re-rank ``candidates`` and write the TREC run ``output``; what the CLI does.
+
+    Finished queries are kept in a partial file beside ``output`` while it works, so the same
+    call resumes after an interruption. With ``shard``, only that shard is scored and written
+    (merge the shards' runs with :func:`merge_runs`). Under ``torchrun`` without ``shard``, each
+    process scores shard ``(rank, world size)`` into its own partial file, and the first process
+    merges them into ``output`` once all are done. Returns the queries this process scored.
+    """
+    from irdistill.data.trec import write_run
+    from irdistill.distributed import (is_distributed, is_main, rank, wait_for_everyone,
+                                       world_size)
+    output = Path(output)
+    launched = shard is None and is_distributed()
+    if launched:
+        shard = (rank(), world_size())
+
+    def partial(i: int | None) -> Path:
+        label = "" if i is None else f".shard-{i}-of-{shard[1]}"
+        return output.with_name(f"{output.name}{label}.partial.jsonl")
+
+    mine = partial(shard[0] if shard is not None else None)
+    if shard is not None and shard[1] > 1:
+        log.info("scoring shard %d of %d", shard[0], shard[1])
+    scored = rerank_run(model, collection, candidates, depth=depth, batch_size=batch_size,
+                        max_tokens=max_tokens, show_progress=show_progress and is_main(),
+                        checkpoint=mine, shard=shard, block_pairs=block_pairs,
+                        identity=identity)
+    if not launched:  # a shard's run keeps exact scores, for the merge
+        write_run(output, scored, tag=tag, digits=9 if shard is not None else 6)
+        mine.unlink(missing_ok=True)
+        return scored
+    wait_for_everyone()  # every shard's partial file is complete
+    if is_main():
+        files = [partial(i) for i in range(shard[1])]
+        merged = merge_runs((read_checkpoint(f) for f in files), expected=candidates)
+        write_run(output, merged, tag=tag)
+        for f in files:
+            f.unlink(missing_ok=True)
+    wait_for_everyone()
+    return scored

@@ -336,7 +336,7 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
                     for v, run in runs.items():
                         write_run(paths[v], run, tag=slug(system))
         else:
-            from irdistill.evaluation.sharding import rerank_to_file
+            from irdistill.evaluation.rerank import rerank_to_file
 
             # finished blocks are kept (a killed grid loses at most one block here); under
             # torchrun each process scores its share and the first one writes the merged run

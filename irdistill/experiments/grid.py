@@ -69,13 +69,6 @@ MANIFEST = "experiment.json"
 RETRIEVAL_DEPTH = 1000  # documents a retriever (SPLADE) returns per query, at least
 
 
-def train_model(config: Config, output_dir: Path, show_progress: bool = True) -> Path:
-    """The training call of a cell (a module-level name, so tests can count its calls)."""
-    from irdistill.train.engine import train
-
-    return train(config, output_dir, show_progress=show_progress)
-
-
 @dataclass
 class EvaluationSettings:
     depth: int | None = None  # overrides the depth of every suite

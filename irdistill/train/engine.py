@@ -767,7 +767,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
 
         model.model = with_lora(model.model, config.train.lora)
     if config.train.freeze_domain_layers is not None:
-        from irdistill.train.splade import freeze_domain
+        from irdistill.adapt.parts import freeze_domain
 
         frozen = freeze_domain(model.model, config.train.freeze_domain_layers)
         log.info("domain part frozen: the embeddings and the first %d layers (%d tensors)",

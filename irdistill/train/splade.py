@@ -238,17 +238,6 @@ def check_splade_config(config: SpladeConfig) -> SpladeConfig:
     return config
 
 
-def freeze_domain(model, layers: int) -> list[str]:
-    """Stop gradients of the domain part (embeddings + first ``layers`` layers); return its names."""
-    from irdistill.adapt.parts import domain_parameter_names
-
-    names = set(domain_parameter_names(model, layers))
-    for name, param in model.named_parameters():
-        if name in names:
-            param.requires_grad_(False)
-    return sorted(names)
-
-
 def train_splade(config: SpladeConfig, output_dir: str | Path, *,
                  collection: Collection | None = None, run: Run | None = None,
                  show_progress: bool = True) -> Path:
@@ -303,6 +292,8 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
                                    max_query_length=m.max_query_length,
                                    max_doc_length=m.max_doc_length, device="cpu")
     if config.freeze_domain_layers is not None:
+        from irdistill.adapt.parts import freeze_domain
+
         frozen = freeze_domain(model.encoders.doc, config.freeze_domain_layers)
         log.info("domain part frozen: embeddings and the first %d layers (%d tensors)",
                  config.freeze_domain_layers, len(frozen))

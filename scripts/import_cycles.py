@@ -1,0 +1,103 @@
+"""Import cycles between irdistill's modules, counting imports inside functions too (they hide a
+cycle from Python's import machinery but still tie the two modules together).
+
+    python scripts/import_cycles.py            # prints the graph's size and its cycles
+                                               # exit status 1 if there is any cycle
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "irdistill"
+
+
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
+    out = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        out[".".join(parts).removesuffix(".__init__")] = path
+    return out
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> tuple[set[str], set[str]]:
+    """``(module-level, inside-function)`` irdistill modules that ``name`` imports."""
+    top: set[str] = set()
+    inner: set[str] = set()
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+
+    def target(node) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        base = node.module or ""
+        if node.level:
+            base = ".".join(package[:len(package) - node.level + 1] + ([base] if base else []))
+        return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+    def visit(node, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                for dotted in target(child):
+                    while dotted and dotted not in known:
+                        dotted = dotted.rpartition(".")[0]
+                    if dotted and dotted != name:
+                        (inner if nested else top).add(dotted)
+            visit(child, nested)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return top, inner
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strong(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                strong(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for node in sorted(graph):
+        if node not in index:
+            strong(node)
+    return found
+
+
+def main() -> int:
+    known = modules()
+    edges = {name: imports(name, path, known) for name, path in known.items()}
+    graph = {name: top | inner for name, (top, inner) in edges.items()}
+    found = cycles(graph)
+    print(f"{len(known)} modules, {sum(len(t) for t, _ in edges.values())} module-level and "
+          f"{sum(len(i) for _, i in edges.values())} inside-function imports between them; "
+          f"{len(found)} cycle(s)")
+    for component in found:
+        print("  " + " <-> ".join(component))
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
