@@ -91,6 +91,9 @@ class RerankerAdaptConfig:
     # this prompt ({document}; default: irdistill.adapt.pseudo.GenerationSettings's)
     generator: str | None = None
     generator_prompt: str | None = None
+    generator_max_new_tokens: int = 32
+    generator_backend: str = "auto"  # transformers, vllm (causal LMs on a GPU), auto
+    generator_device: str | None = None
     teachers: list[str] = field(default_factory=lambda: ["bm25", "bi:minilm"])
     normalisation: str = "zscore"  # of each teacher's scores per query before the mean
     teacher_depth: int = 30  # BM25 candidates per pseudo-query scored by the teacher
@@ -138,7 +141,11 @@ class RerankerAdaptConfig:
         parse_measures(self.measures)
         self.pseudo.check()
         if self.generator is not None:
-            GenerationSettings(model=self.generator, prompt=self.generator_prompt).check()
+            from irdistill.teachers.llm import check_backend
+
+            GenerationSettings(model=self.generator, prompt=self.generator_prompt,
+                               max_new_tokens=self.generator_max_new_tokens).check()
+            check_backend(self.generator_backend)
         check_config(self.training)
         if "mlm" in self.methods:
             check_config(self.source_training)
@@ -227,7 +234,10 @@ def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: C
         **{**asdict(config.pseudo), "seed": seed})
     if config.generator is not None:
         settings = GenerationSettings(model=config.generator, queries=config.pseudo.queries,
-                                      seed=seed, prompt=config.generator_prompt)
+                                      seed=seed, prompt=config.generator_prompt,
+                                      max_new_tokens=config.generator_max_new_tokens,
+                                      backend=config.generator_backend,
+                                      device=config.generator_device)
     queries = folder / "queries"
     settings_guard(folder, {"target": target.docs_name, "pseudo": asdict(settings),
                              "teachers": config.teachers, "normalisation": config.normalisation,
