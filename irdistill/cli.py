@@ -59,6 +59,15 @@ def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
     return register(fn) if fn is not None else register
 
 
+#: --precision in every command means autocast (bf16, fp16) or fp32, and auto the best the device
+#: does natively; where weights are cast instead, the help says so
+SPLADE_PRECISION_HELP = ("fp32, bf16, fp16 (autocast) or auto (bf16 where the device has it "
+                         "natively, else fp32). Default: fp32.")
+LLM_PRECISION_HELP = ("precision of the weights: fp32, bf16, fp16, or auto (bf16 where the "
+                      "device has it natively, fp16 on other GPUs, else fp32). Default: the "
+                      "model's own.")
+
+
 def _print_table(rows: dict[str, dict[str, float]], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -607,7 +616,7 @@ def llm(
     max_passage_words: Annotated[int, typer.Option(
         help="Words per passage at window 20 (scaled by 20/window).")] = 300,
     context_size: Annotated[int, typer.Option(help="Prompt + answer tokens.")] = 4096,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or fp16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help=LLM_PRECISION_HELP)] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (transformers).")] = None,
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs per model (vLLM).")] = 1,
     save_generations: Annotated[bool, typer.Option(
@@ -705,7 +714,8 @@ def splade_index(
     chunk_docs: Annotated[int, typer.Option(help="Documents per on-disk chunk of postings "
                                                  "(bounds memory).")] = 16384,
     max_doc_length: Annotated[Optional[int], typer.Option(help="Document tokens kept.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help=SPLADE_PRECISION_HELP)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
 ) -> None:
     """Encode a corpus with a SPLADE model into an exact inverted index on disk."""
@@ -732,7 +742,8 @@ def splade_search(
     k: Annotated[int, typer.Option(help="Documents per query.")] = 100,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
     batch_size: Annotated[int, typer.Option(help="Queries per encoding batch.")] = 64,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help=SPLADE_PRECISION_HELP)] = None,
 ) -> None:
     """Search a SPLADE index with a collection's queries (exact top-k) and write a TREC run."""
     from irdistill.data.collection import load_collection
@@ -850,8 +861,8 @@ def pseudo_queries(
     batch_size: Annotated[int, typer.Option(help="Documents per generation batch.")] = 16,
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or "
                                               "vllm.")] = "auto",
-    precision: Annotated[Optional[str], typer.Option(help="Generator precision: fp32, bf16, "
-                                                          "fp16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="Generator " + LLM_PRECISION_HELP)]
+    = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")]
     = None,
 ) -> None:

@@ -359,3 +359,16 @@ def test_llm_command_errors(tmp_path, beir_folder, tiny_llm, args, words):
     lines = [l for l in result.output.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0] == f"error: {words}", result.output
     assert not (tmp_path / "x.trec").exists()
+
+
+def test_auto_precision_loads_the_weights_the_device_does_natively(tiny_llm, monkeypatch):
+    import torch
+
+    import irdistill.models.cross_encoder as cross_encoder
+
+    for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(cross_encoder, "cpu_has_native_bf16", lambda n=native: n)
+        backend = TransformersBackend.from_pretrained(tiny_llm, device="cpu", precision="auto")
+        assert next(backend.model.parameters()).dtype == dtype
+    with pytest.raises(IrdistillError, match="choose fp32, bf16, fp16 or auto"):
+        TransformersBackend.from_pretrained(tiny_llm, device="cpu", precision="bf61")

@@ -315,3 +315,16 @@ def test_bad_splade_settings_fail_before_any_work(tmp_path, tiny_mlm, setting, m
     with pytest.raises(IrdistillError, match=message):
         train_splade(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_splade_precisions_mean_what_they_mean_elsewhere(tiny_mlm):
+    """autocast names and auto are taken; a cross-encoder's cast-weights precision is refused
+    (SPLADE would not cast its weights), as is an unknown name."""
+    from irdistill.models.splade import Splade
+
+    for precision in ("fp32", "bf16", "auto"):
+        Splade.from_pretrained(tiny_mlm, precision=precision, device="cpu")
+    with pytest.raises(IrdistillError, match="'bf16-full' is a cross-encoder's"):
+        Splade.from_pretrained(tiny_mlm, precision="bf16-full", device="cpu")
+    with pytest.raises(IrdistillError, match="unknown precision 'bf61'"):
+        Splade.from_pretrained(tiny_mlm, precision="bf61", device="cpu")

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from irdistill.errors import IrdistillError
-from irdistill.models.cross_encoder import autocast_context, resolve_model_path
+from irdistill.models.cross_encoder import autocast_context, resolve_model_path, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,10 @@ class Splade:
         self.max_query_length = max_query_length
         self.max_doc_length = max_doc_length
         self.device = torch.device(device or default_device())
+        if precision is not None and precision.endswith("-full"):
+            raise IrdistillError(f"precision '{precision}' is a cross-encoder's (cast weights)",
+                                 hint="SPLADE takes fp32, bf16, fp16 (autocast) or auto")
+        resolve_precision(self.device, precision)  # an unknown name fails here
         self.precision = precision
         self.encoders.to(self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -315,10 +315,15 @@ class TransformersBackend:
 
         from irdistill.utils import default_device
 
+        if precision == "auto":  # the best the device does natively, as elsewhere
+            from irdistill.models.cross_encoder import resolve_precision
+
+            precision = resolve_precision(device or default_device(), "auto") or "fp32"
         dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16,
                  "fp16": torch.float16}.get(precision, "bad")
         if dtype == "bad":
-            raise IrdistillError(f"unknown precision '{precision}'", hint="choose fp32, bf16 or fp16")
+            raise IrdistillError(f"unknown precision '{precision}'",
+                                 hint="choose fp32, bf16, fp16 or auto")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             seq2seq = getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder",
@@ -376,10 +381,15 @@ class VllmBackend:
             from vllm import LLM, SamplingParams
         except ImportError:
             raise VLLM_MISSING from None
+        if precision == "auto":  # the best the GPU does natively, as elsewhere
+            from irdistill.models.cross_encoder import resolve_precision
+
+            precision = resolve_precision("cuda", "auto")
         dtype = {None: "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(
             precision)
         if dtype is None:
-            raise IrdistillError(f"unknown precision '{precision}'", hint="choose fp32, bf16 or fp16")
+            raise IrdistillError(f"unknown precision '{precision}'",
+                                 hint="choose fp32, bf16, fp16 or auto")
         self.sampling_params = SamplingParams
         self.llm = LLM(model=name_or_path, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
                        max_model_len=context_size, gpu_memory_utilization=gpu_memory_utilization)
