@@ -104,7 +104,7 @@ def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
                 yield number, line.rstrip("\r\n")
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise IrdistillError(f"the gzip-compressed {what} is damaged ({exc})", path=path,
-                             line=number + 1 or None,
+                             line=number + 1,
                              hint="compress it again, or give the plain file") from None
 
 

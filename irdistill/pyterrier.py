@@ -15,6 +15,7 @@ precision), so ``pt.Experiment`` reports the figures of ``irdistill evaluate``.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -59,8 +60,14 @@ class ReRanker(pt.Transformer):
             out["score"] = pd.Series(dtype=float)
             return pt.model.add_ranks(out)
         pairs = list(zip(out["query"].astype(str), out[self.text_field].fillna("").astype(str)))
-        out["score"] = self.model.score(pairs, batch_size=self.batch_size,
-                                        show_progress=self.verbose)
+        scores = self.model.score(pairs, batch_size=self.batch_size, show_progress=self.verbose)
+        bad = next((i for i, v in enumerate(scores) if not math.isfinite(v)), None)
+        if bad is not None:  # as irdistill rerank: a NaN is never ranked silently
+            row = out.iloc[bad]
+            raise IrdistillError(f"the model scored query '{row['qid']}', document "
+                                 f"'{row['docno']}' {scores[bad]}",
+                                 hint="score in fp32 (precision=None), or check the model")
+        out["score"] = scores
         return pt.model.add_ranks(out)
 
 
@@ -120,6 +127,10 @@ def results_frame(run: Run | str | Path, queries: dict[str, str] | Collection | 
             rows.append((qid, docno, float(score), rank))
     frame = pd.DataFrame(rows, columns=["qid", "docno", "score", "rank"])
     if texts is not None:
+        absent = sorted(set(frame["qid"]) - set(texts))
+        if absent:
+            raise IrdistillError(f"{len(absent)} queries of the run have no text (e.g. "
+                                 f"'{absent[0]}')", hint="give the run's own collection")
         frame.insert(1, "query", [texts[q] for q in frame["qid"]])
     if collection is not None:
         frame = TextLoader(collection).transform(frame)

@@ -464,7 +464,12 @@ def test_model_card_of_a_trained_model(tiny_models, mini_collection, tmp_path):
                  "No evaluation figures recorded yet."):
         assert fact in text, fact
 
+    from irdistill.provenance import model_fingerprint
+
+    fingerprint = model_fingerprint(str(model_dir))
     add_evaluation(model_dir, "beir/scifact/test", {"nDCG@10": 0.6123, "RR@10": 0.58})
+    # the model's files are unchanged: scores cached under its fingerprint stay valid
+    assert model_fingerprint(str(model_dir)) == fingerprint
     text = (model_dir / "README.md").read_text()
     meta = read_front_matter(text)
     metrics = meta["model-index"][0]["results"][0]["metrics"]

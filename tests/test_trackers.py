@@ -79,3 +79,16 @@ def test_trackers_do_not_change_the_config_hash():
     tracked = load_config(overrides=["train.report_to=[tensorboard]"])
     assert config_hash(plain) == config_hash(tracked)
     assert config_hash(plain) != config_hash(load_config(overrides=["train.lr=1e-4"]))
+
+
+def test_tensorboard_writes_to_its_folder_whatever_the_trainer_version_asks(tmp_path):
+    """The callback opens its writer in OUTPUT/tensorboard even when called the way older
+    transformers call it (with a log_dir of the Trainer's own)."""
+    from irdistill.train.engine import tracker_callbacks
+
+    (callback,) = tracker_callbacks(["tensorboard"], tmp_path / "run")
+    callback._init_summary_writer(None, log_dir=str(tmp_path / "elsewhere"))
+    callback.tb_writer.add_scalar("x", 1.0, 1)
+    callback.tb_writer.close()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "elsewhere").exists()

@@ -87,3 +87,14 @@ def test_files_of_other_tools_read_as_those_tools_read_them(tmp_path):
     (tmp_path / "torn.trec.gz").write_bytes(gzip.compress(run_text.encode())[:25])
     with pytest.raises(IrdistillError, match="torn.trec.gz.*gzip-compressed run file is damaged"):
         read_run(tmp_path / "torn.trec.gz")
+
+
+def test_a_document_file_with_a_byte_order_mark_keeps_its_first_id(tmp_path):
+    from irdistill.data.collection import load_collection
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "docs.tsv").write_bytes(b"\xef\xbb\xbfd1\tfirst text\r\nd2\tsecond text\r\n")
+    docs = load_collection(folder).docs
+    assert dict(docs) == {"d1": "first text", "d2": "second text"}
+    assert docs.get_many(["d1"]) == {"d1": "first text"}

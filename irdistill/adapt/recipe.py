@@ -84,6 +84,12 @@ def check_adapt_config(config: AdaptConfig) -> AdaptConfig:
         raise IrdistillError(f"mlm.mlm_probability={config.mlm.mlm_probability} must be "
                              "between 0 and 1")
     parse_measures(config.measures)
+    if config.precision is not None and config.precision.endswith("-full"):
+        raise IrdistillError(f"precision '{config.precision}' is a cross-encoder's (cast weights)",
+                             hint="SPLADE takes fp32, bf16, fp16 (autocast) or auto")
+    from irdistill.models.cross_encoder import check_precision
+
+    check_precision(config.precision)
     return config
 
 

@@ -146,6 +146,8 @@ class OffsetDocStore(DocStore):
                         self.empty[0])
 
     def _parse(self, raw: bytes, number: int) -> tuple[str, str]:
+        if raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark (the first line only)
+            raw = raw[3:]
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from irdistill.errors import IrdistillError, suggest
 from irdistill.io import write_json
 from irdistill.models import backbones
+from irdistill.models.model_card import EVALUATION_FILE
 from irdistill.models.tokenization import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ class CrossEncoder:
                                    pad_id=backbones.padding_id(model, tokenizer))
         self.base_model = getattr(model.config, "_name_or_path", None) or None
         self.card: dict | None = None  # training record for the model card (see model_card)
+        self.evaluation: dict = {}  # figures recorded since (evaluation.json, see model_card)
 
     @property
     def max_query_length(self) -> int:
@@ -282,6 +284,8 @@ class CrossEncoder:
         # a model trained here names the checkpoint it started from; others are their own base
         ce.base_model = settings.get("base_model") or name_or_path
         ce.card = settings.get("card")
+        figures = Path(path) / EVALUATION_FILE
+        ce.evaluation = json.loads(figures.read_text(encoding="utf-8")) if figures.is_file() else {}
         return ce
 
     def save_pretrained(self, directory: str | Path, card: dict | None = None) -> None:
@@ -298,8 +302,8 @@ class CrossEncoder:
             "activation_fn": "torch.nn.modules.linear.Identity"}
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        if card is not None:
-            self.card = card
+        if card is not None:  # a new training: the figures of the model it started from go
+            self.card, self.evaluation = card, {}
         elif self.card is not None:  # a trained model saved again: its card names the new folder
             self.card = {**self.card, "name": str(directory)}
         settings = {"max_query_length": self.max_query_length,
@@ -307,6 +311,8 @@ class CrossEncoder:
                     "base_model": self.base_model,
                     "card": self.card}
         write_json(directory / SETTINGS_FILE, settings)
+        if self.evaluation:  # figures recorded after training travel with the weights
+            write_json(directory / EVALUATION_FILE, self.evaluation)
         write_model_card(directory)
 
     # -- inference -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ follows the Hugging Face hub's model-card metadata as sentence-transformers writ
 cross-encoders (``library_name``, ``base_model``, ``tags``, ``pipeline_tag: text-ranking``, and a
 ``model-index`` with the evaluation figures), so the hub shows the model as a re-ranker.
 
-The facts behind the card live in the folder's ``irdistill.json`` (key ``card``), so the card can
+The facts behind the card live in the folder's ``irdistill.json`` (key ``card``) and, for
+figures recorded later, ``evaluation.json``, so the card can
 be rewritten later without the training run, e.g. by :func:`add_evaluation`.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from irdistill.io import atomic_write, write_json
 
 CARD_FILE = "README.md"
 SETTINGS_FILE = "irdistill.json"
+#: evaluation figures recorded after training (not part of the model's fingerprint)
+EVALUATION_FILE = "evaluation.json"
 #: irdistill's aliases of the bundled MiniLM, as a hub name
 HUB_NAMES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2",
              "bundled:minilm": "sentence-transformers/all-MiniLM-L6-v2",
@@ -176,10 +179,16 @@ def render_card(settings: dict[str, Any], config: dict[str, Any], name: str) -> 
 
 
 def write_model_card(folder: str | Path) -> Path:
-    """(Re)write ``folder/README.md`` from its ``irdistill.json`` and ``config.json``; the card
-    is titled by ``card["name"]`` (the path the model is saved under) or the folder's name."""
+    """(Re)write ``folder/README.md`` from its ``irdistill.json``, ``evaluation.json`` and
+    ``config.json``; the card is titled by ``card["name"]`` (the path the model is saved under)
+    or the folder's name."""
     folder = Path(folder)
     settings = _read_json(folder / SETTINGS_FILE)
+    recorded = _read_json(folder / EVALUATION_FILE)
+    if recorded:
+        card = dict(settings.get("card") or {})
+        card["evaluation"] = {**(card.get("evaluation") or {}), **recorded}
+        settings = {**settings, "card": card}
     config = _read_json(folder / "config.json")
     name = (settings.get("card") or {}).get("name") or folder.name
     path = folder / CARD_FILE
@@ -190,13 +199,12 @@ def write_model_card(folder: str | Path) -> Path:
 
 def add_evaluation(folder: str | Path, dataset: str, figures: dict[str, float]) -> Path:
     """Record evaluation figures (e.g. ``{"nDCG@10": 0.71}`` for ``"beir/scifact/test"``) in the
-    model folder and rewrite its card."""
+    model folder's ``evaluation.json`` and rewrite its card. The model's files are left as they
+    are, so its fingerprint (and every score cached under it) stays valid."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise IrdistillError("not a model folder (no config.json)", path=folder)
-    settings = _read_json(folder / SETTINGS_FILE)
-    card = settings.setdefault("card", None) or {}
-    card.setdefault("evaluation", {})[dataset] = {k: float(v) for k, v in figures.items()}
-    settings["card"] = card
-    write_json(folder / SETTINGS_FILE, settings)
+    recorded = _read_json(folder / EVALUATION_FILE)
+    recorded[dataset] = {k: float(v) for k, v in figures.items()}
+    write_json(folder / EVALUATION_FILE, recorded)
     return write_model_card(folder)

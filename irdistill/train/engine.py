@@ -635,17 +635,24 @@ def tracker_callbacks(report_to: list[str], output_dir: Path) -> list:
         return []
     from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
 
+    class TensorBoardIn(TensorBoardCallback):
+        """TensorBoard writing to OUTPUT/tensorboard, whichever way the Trainer's version picks
+        its folder (``args.logging_dir`` before transformers 5, ``logging_dir`` since)."""
+
+        def _init_summary_writer(self, args, log_dir=None):
+            if self._SummaryWriter is not None:
+                self.tb_writer = self._SummaryWriter(log_dir=str(Path(output_dir) /
+                                                                 "tensorboard"))
+
     callbacks = []
     for cls in get_reporting_integration_callbacks(list(report_to)):
+        cls = TensorBoardIn if cls is TensorBoardCallback else cls
         try:
-            callback = cls()
+            callbacks.append(cls())
         except (ImportError, RuntimeError) as exc:
             raise IrdistillError(f"tracker {cls.__name__}: {str(exc).splitlines()[0]}",
                                  hint="install its package, or remove it from train.report_to"
                                  ) from None
-        if isinstance(callback, TensorBoardCallback):
-            callback.logging_dir = str(Path(output_dir) / "tensorboard")
-        callbacks.append(callback)
     return callbacks
 
 
