@@ -491,17 +491,16 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
             raise
 
 
-def record_in_card(model_dir: Path, task: EvalTask) -> None:
-    """Write the figures of a finished evaluation into the model's card (``model-index``), so
-    the model folder says how good it is on each suite dataset."""
-    from irdistill.evaluation.suites import VARIANT_TITLES, read_evaluation
+def record_in_card(model_dir: Path, task: EvalTask, evaluations: dict) -> None:
+    """Write the figures of a finished evaluation (``{variant: Evaluation}``) into the model's
+    card (``model-index``), so the model folder says how good it is on each suite dataset."""
+    from irdistill.evaluation.suites import VARIANT_TITLES
     from irdistill.models.model_card import add_evaluation
 
-    data = read_evaluation(task.prefix.with_name(task.prefix.name + ".json"))
-    for variant, evaluation in data.get("variants", {}).items():
-        name = f"{task.suite.name}/{task.dataset.label}"
+    name = f"{task.suite.name}/{task.dataset.label}"
+    for variant, evaluation in evaluations.items():
         add_evaluation(model_dir, f"{name} {VARIANT_TITLES[variant]}" if variant else name,
-                       evaluation["aggregate"])
+                       evaluation.aggregate)
 
 
 def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -> GridStatus:
@@ -549,9 +548,10 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                                                 precision=precision, device=device_for_rank())
         return load
 
-    def run_task(task: EvalTask, model=None, retrieve=None) -> None:
+    def run_task(task: EvalTask, model=None, retrieve=None) -> dict | None:
         """Evaluate ``task``: the first stage itself, a re-ranker (``model`` loads it) of the
-        first stage, or (``retrieve``: collection -> run) a retriever of its own."""
+        first stage, or (``retrieve``: collection -> run) a retriever of its own. Returns a re-ranker's
+        ``{variant: Evaluation}`` (empty on the other processes under torchrun)."""
         spec = task.dataset
         info = {"kind": task.kind, "seed": task.seed}
         if task.cell is not None and task.kind == "trained":
@@ -574,10 +574,11 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                                 candidates=lambda: retrieve(data.collection(spec)),
                                 info=info, show_progress=show_progress)
             return
-        evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
-                            collection=lambda: data.collection(spec), candidates=candidates(task),
-                            model=model, batch_size=grid.evaluation.batch_size,
-                            show_progress=show_progress, info=info)
+        return evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
+                                   collection=lambda: data.collection(spec),
+                                   candidates=candidates(task), model=model,
+                                   batch_size=grid.evaluation.batch_size,
+                                   show_progress=show_progress, info=info)
 
     def evaluate_model(task: EvalTask, model_dir: Path) -> None:
         if kind.retrieves:
@@ -586,10 +587,10 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                 model_dir, task.precision, task.prefix.with_name(task.prefix.name + ".index"),
                 depth, batch_size=grid.evaluation.batch_size, show_progress=show_progress))
         else:
-            run_task(task, lambda p=task.precision: CrossEncoder.from_pretrained(
+            evaluations = run_task(task, lambda p=task.precision: CrossEncoder.from_pretrained(
                 str(model_dir), precision=p, device=device_for_rank()))
-            if is_main() and (Path(model_dir) / "irdistill.json").exists():
-                record_in_card(model_dir, task)
+            if evaluations and (Path(model_dir) / "irdistill.json").exists():  # main process
+                record_in_card(model_dir, task, evaluations)
 
     kind = grid.model_kind
     shared = [t for t in tasks if t.shared and t.kind != "trained"]

@@ -187,17 +187,15 @@ class SpladeAdaptKind(Kind):
         seed, which makes seeds of one system) are told apart by their settings' hash."""
         from irdistill.adapt.recipe import zero_shot_splade
 
-        sources = {config_hash(replace(c.source, train=replace(c.source.train, seed=0)))
-                   for c in configs if c.zero_shot_model is None}
+        def unseeded(config) -> str:  # the source training but its seed
+            return config_hash(replace(config.source, train=replace(config.source.train, seed=0)))
+
+        trained = [c for c in configs if c.zero_shot_model is None]
+        several = len({unseeded(c) for c in trained}) > 1
         out: dict[str, SharedModel] = {}
-        for config in configs:
-            if config.zero_shot_model is not None:
-                continue
+        for config in trained:
             key = self._zero_shot_key(config)
-            system = "zero-shot SPLADE"
-            if len(sources) > 1:
-                unseeded = replace(config.source, train=replace(config.source.train, seed=0))
-                system += f" {config_hash(unseeded)[:6]}"
+            system = "zero-shot SPLADE" + (f" {unseeded(config)[:6]}" if several else "")
             out.setdefault(key, SharedModel(
                 system, key, self.seed(config), self.precision(config),
                 lambda folder, progress, c=config: zero_shot_splade(c, folder, progress)))
