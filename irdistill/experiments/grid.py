@@ -550,8 +550,8 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
 
     def run_task(task: EvalTask, model=None, retrieve=None) -> dict | None:
         """Evaluate ``task``: the first stage itself, a re-ranker (``model`` loads it) of the
-        first stage, or (``retrieve``: collection -> run) a retriever of its own. Returns a re-ranker's
-        ``{variant: Evaluation}`` (empty on the other processes under torchrun)."""
+        first stage, or (``retrieve``: collection -> run) a retriever of its own. Returns a
+        re-ranker's ``{variant: Evaluation}`` (empty on the other processes under torchrun)."""
         spec = task.dataset
         info = {"kind": task.kind, "seed": task.seed}
         if task.cell is not None and task.kind == "trained":
