@@ -1,6 +1,6 @@
 """train.report_to: every figure irdistill logs (training loss, evaluation during training,
 SPLADE's regulariser terms) reaches an experiment tracker, read back here from TensorBoard's
-event files; a tracker that does not exist, or whose package is missing, fails before any file
+event files and from MLflow's local store; a tracker that does not exist, or whose package is missing, fails before any file
 is written; a run's hash does not depend on its trackers (adding one to a resumed run is allowed)."""
 import pytest
 
@@ -84,7 +84,7 @@ def test_trackers_do_not_change_the_config_hash():
 def test_tensorboard_writes_to_its_folder_whatever_the_trainer_version_asks(tmp_path):
     """The callback opens its writer in OUTPUT/tensorboard even when called the way older
     transformers call it (with a log_dir of the Trainer's own)."""
-    from irdistill.train.engine import tracker_callbacks
+    from irdistill.train.trackers import tracker_callbacks
 
     (callback,) = tracker_callbacks(["tensorboard"], tmp_path / "run")
     callback._init_summary_writer(None, log_dir=str(tmp_path / "elsewhere"))
@@ -92,3 +92,50 @@ def test_tensorboard_writes_to_its_folder_whatever_the_trainer_version_asks(tmp_
     callback.tb_writer.close()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_mlflow_keeps_a_local_store_beside_the_run_with_the_loss_and_the_evaluation(
+        toy, tiny_bert, tmp_path, monkeypatch):
+    """Without a tracking URI, MLflow logs into OUTPUT/mlflow.db (artifacts in
+    OUTPUT/mlartifacts); a second run in the same process gets its own store, and a URI the
+    user sets is kept."""
+    mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed")
+    import json
+
+    from irdistill.train import engine
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+
+    def logged(out, uri):
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        (experiment,) = [e for e in client.search_experiments() if e.name == "irdistill"]
+        (run,) = client.search_runs([experiment.experiment_id])
+        history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id,
+                                                                               key)]
+                   for key in ("loss", "eval_nDCG_10")}
+        return run, history
+
+    for name in ("a", "b"):
+        out = tmp_path / name
+        engine.train(make_config(toy, tiny_bert, "data.dev_fraction=0.25", "train.epochs=2",
+                                 "train.eval_steps=4", "train.report_to=[mlflow]"),
+                     out, show_progress=False)
+        run, history = logged(out, f"sqlite:///{out / 'mlflow.db'}")
+        assert run.info.artifact_uri.startswith((out / "mlartifacts").as_uri())
+        rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+        evals = [(r["step"], r["eval_nDCG@10"]) for r in rows if "eval_nDCG@10" in r]
+        assert [s for s, _ in history["loss"]] == [s for s, _ in losses]
+        assert [v for _, v in history["loss"]] == pytest.approx([v for _, v in losses])
+        assert history["eval_nDCG_10"] == pytest.approx(evals) and len(evals) == 2
+    assert not {"mlflow.db", "mlruns", "mlartifacts"} & {p.name for p in tmp_path.iterdir()}
+
+    store = f"sqlite:///{tmp_path / 'mine.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    engine.train(make_config(toy, tiny_bert, "train.report_to=[mlflow]"), tmp_path / "c",
+                 show_progress=False)
+    assert not (tmp_path / "c" / "mlflow.db").exists()
+    client = mlflow.MlflowClient(tracking_uri=store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()])

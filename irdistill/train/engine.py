@@ -64,6 +64,7 @@ from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder
 from irdistill.train.dev import DevEvaluator, build_dev_set, hold_out
 from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
+from irdistill.train.trackers import tracker_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -625,35 +626,6 @@ def training_arguments(t, output_dir: Path, show_progress: bool = True, **overri
         disable_tqdm=not show_progress,
     )
     return TrainingArguments(**{**settings, **overrides})
-
-
-def tracker_callbacks(report_to: list[str], output_dir: Path) -> list:
-    """The Trainer callbacks of ``train.report_to`` (built before any file is written, so a
-    tracker whose package is missing fails first); TensorBoard logs to ``output_dir/tensorboard``
-    rather than into the checkpoints."""
-    if not report_to:
-        return []
-    from transformers.integrations import TensorBoardCallback, get_reporting_integration_callbacks
-
-    class TensorBoardIn(TensorBoardCallback):
-        """TensorBoard writing to OUTPUT/tensorboard, whichever way the Trainer's version picks
-        its folder (``args.logging_dir`` before transformers 5, ``logging_dir`` since)."""
-
-        def _init_summary_writer(self, args, log_dir=None):
-            if self._SummaryWriter is not None:
-                self.tb_writer = self._SummaryWriter(log_dir=str(Path(output_dir) /
-                                                                 "tensorboard"))
-
-    callbacks = []
-    for cls in get_reporting_integration_callbacks(list(report_to)):
-        cls = TensorBoardIn if cls is TensorBoardCallback else cls
-        try:
-            callbacks.append(cls())
-        except (ImportError, RuntimeError) as exc:
-            raise IrdistillError(f"tracker {cls.__name__}: {str(exc).splitlines()[0]}",
-                                 hint="install its package, or remove it from train.report_to"
-                                 ) from None
-    return callbacks
 
 
 def evaluation_arguments(t: TrainConfig, evaluator) -> dict:

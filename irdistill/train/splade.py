@@ -251,8 +251,9 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     from irdistill.provenance import model_fingerprint, write_provenance
     from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
                                         candidate_run, check_group_ids, fast_dropout,
-                                        tracker_callbacks, training_arguments)
+                                        training_arguments)
     from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
+    from irdistill.train.trackers import tracker_callbacks
     from irdistill.utils import seed_everything
 
     output_dir = check_output_folder(output_dir)
