@@ -55,12 +55,19 @@ class DataConfig:
     false_negative_relative_margin: float | None = None
 
 
+#: how a (query, document) pair is cut to its lengths (see irdistill.models.tokenization)
+TRUNCATIONS = ("segments", "pair")
+
 @dataclass
 class ModelConfig:
     name: str = "minilm"  # hub name, local folder, or the bundled 'minilm'
     num_hidden_layers: int | None = None  # keep only the first N layers (smaller student)
     max_query_length: int = 32
     max_doc_length: int = 192
+    # segments: query and document cut to their own lengths (as lightning-ir does); pair: the
+    # pair cut to their sum, longest first, as sentence-transformers does (a saved model then
+    # scores the same there on documents of any length)
+    truncation: str = "segments"
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | auto (FA2 if on GPU)
 
 
@@ -223,6 +230,7 @@ def check_config(config: Config) -> Config:
     _choice("data.sampling", d.sampling, SAMPLINGS)
     check_mining(d)
     _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
+    _choice("model.truncation", m.truncation, TRUNCATIONS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.on_nan", t.on_nan, ON_NAN)
     _choice("train.scheduler", t.scheduler, [s.value for s in SchedulerType])
@@ -479,7 +487,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 #: keys added after configs were first hashed, left out of the hash while they keep the value
 #: that means "as before", so folders named by older hashes stay valid
-HASH_NEUTRAL = {("train", "group_by_length"): False, ("train", "forward_tokens"): None,
+HASH_NEUTRAL = {("train", "group_by_length"): False, ("model", "truncation"): "segments", ("train", "forward_tokens"): None,
                 # how dropout masks are drawn, not the recipe: configs hash as before it existed
                 ("train", "fast_dropout"): True,
                 # evaluation during training and the time budget (off by default)

@@ -147,7 +147,7 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
         seed_everything(config.train.seed)
         base = CrossEncoder.from_pretrained(
             config.model.name, max_query_length=config.model.max_query_length,
-            max_doc_length=config.model.max_doc_length,
+            max_doc_length=config.model.max_doc_length, truncation=config.model.truncation,
             num_hidden_layers=config.model.num_hidden_layers, precision=_scoring(precision))
         run = rerank_run(base, test, candidates, depth=depth, show_progress=show_progress,
                          checkpoint=scores / "untrained.jsonl",

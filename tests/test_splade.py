@@ -92,19 +92,29 @@ def _st_vectors(path, texts, side):
     return encode(texts, convert_to_tensor=True).to_dense().numpy()
 
 
+#: texts longer than the query (24) and document (48) lengths of the tests below
+LONG = [" ".join(TEXTS) * 3, "cells divide and divide again " * 12]
+
+
 def test_sentence_transformers_loads_a_saved_model_with_equal_vectors(tmp_path, tiny_mlm):
+    """Each side is cut to its own length in sentence-transformers too (the saved config
+    records both), so long queries and documents give the same vectors."""
     model = Splade.from_pretrained(tiny_mlm, device="cpu", max_query_length=24,
                                    max_doc_length=48)
     model.save_pretrained(tmp_path / "m")
     settings = json.loads((tmp_path / "m" / "irdistill.json").read_text())
     assert settings["encoders"] == "shared" and settings["max_doc_length"] == 48
-    docs = model.encode_docs(TEXTS).toarray()
-    assert np.allclose(_st_vectors(tmp_path / "m", TEXTS, "document"), docs, atol=1e-5)
-    assert np.allclose(_st_vectors(tmp_path / "m", TEXTS, "query"),
-                       model.encode_queries(TEXTS).toarray(), atol=1e-5)
+    texts = TEXTS + LONG
+    assert all(len(ids) == 48 for ids in model.tokenize(LONG, "document"))  # both are cut
+    assert all(len(ids) == 24 for ids in model.tokenize(LONG, "query"))
+    docs = model.encode_docs(texts).toarray()
+    queries = model.encode_queries(texts).toarray()
+    assert not np.allclose(docs[-2:], queries[-2:])  # the two lengths give other vectors
+    assert np.allclose(_st_vectors(tmp_path / "m", texts, "document"), docs, atol=1e-5)
+    assert np.allclose(_st_vectors(tmp_path / "m", texts, "query"), queries, atol=1e-5)
     again = Splade.from_pretrained(str(tmp_path / "m"), device="cpu")
     assert (again.max_query_length, again.max_doc_length) == (24, 48)
-    assert np.allclose(again.encode_docs(TEXTS).toarray(), docs, atol=1e-6)
+    assert np.allclose(again.encode_docs(texts).toarray(), docs, atol=1e-6)
 
 
 def test_separate_encoders_are_saved_behind_a_router(tmp_path, tiny_mlm):
@@ -113,14 +123,15 @@ def test_separate_encoders_are_saved_behind_a_router(tmp_path, tiny_mlm):
     with torch.no_grad():  # make the query encoder differ from the document encoder
         model.encoders.query.cls.predictions.bias.add_(0.1)
     model.save_pretrained(tmp_path / "m")
-    queries = model.encode_queries(TEXTS).toarray()
-    docs = model.encode_docs(TEXTS).toarray()
+    texts = TEXTS + LONG  # longer than either side's length
+    queries = model.encode_queries(texts).toarray()
+    docs = model.encode_docs(texts).toarray()
     assert not np.allclose(queries, docs)
-    assert np.allclose(_st_vectors(tmp_path / "m", TEXTS, "query"), queries, atol=1e-5)
-    assert np.allclose(_st_vectors(tmp_path / "m", TEXTS, "document"), docs, atol=1e-5)
+    assert np.allclose(_st_vectors(tmp_path / "m", texts, "query"), queries, atol=1e-5)
+    assert np.allclose(_st_vectors(tmp_path / "m", texts, "document"), docs, atol=1e-5)
     again = Splade.from_pretrained(str(tmp_path / "m"), device="cpu")
     assert not again.shared
-    assert np.allclose(again.encode_queries(TEXTS).toarray(), queries, atol=1e-6)
+    assert np.allclose(again.encode_queries(texts).toarray(), queries, atol=1e-6)
     with pytest.raises(IrdistillError, match="separate"):
         Splade.from_pretrained(str(tmp_path / "m"), separate_encoders=False)
     # identified by the content of both encoders (index and search check the model with it)

@@ -172,12 +172,16 @@ def scoring_identity(model_source: str, model: CrossEncoder, collection: Collect
     each rounds differently), the collection, the candidates."""
     from irdistill.provenance import candidates_digest, model_fingerprint
 
-    return {"model": model_fingerprint(model_source),
-            "max_query_length": model.max_query_length, "max_doc_length": model.max_doc_length,
-            "precision": model.precision or "fp32",
-            "backend": getattr(model, "backend", "torch"), "collection": collection.name,
-            "candidates": candidates_digest({q: [d for d, _ in ranked(docs, depth)]
-                                             for q, docs in run.items()})}
+    identity = {"model": model_fingerprint(model_source),
+                "max_query_length": model.max_query_length,
+                "max_doc_length": model.max_doc_length,
+                "precision": model.precision or "fp32",
+                "backend": getattr(model, "backend", "torch"), "collection": collection.name,
+                "candidates": candidates_digest({q: [d for d, _ in ranked(docs, depth)]
+                                                 for q, docs in run.items()})}
+    if getattr(model, "truncation", "segments") != "segments":  # files from before it existed
+        identity["truncation"] = model.truncation
+    return identity
 
 
 def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 100,

@@ -544,6 +544,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
             seed_everything(cell.config.train.seed)  # the new head's initialisation
             return CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
                                                 max_doc_length=m.max_doc_length,
+                                                truncation=m.truncation,
                                                 num_hidden_layers=m.num_hidden_layers,
                                                 precision=precision, device=device_for_rank())
         return load

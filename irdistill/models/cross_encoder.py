@@ -188,7 +188,11 @@ class CrossEncoder:
     """Scores (query, document) pairs with a sequence-classification model with one output."""
 
     def __init__(self, model, tokenizer, max_query_length: int = 64, max_doc_length: int = 256,
-                 device: str | torch.device | None = None, precision: str | None = None):
+                 device: str | torch.device | None = None, precision: str | None = None,
+                 truncation: str = "segments"):
+        """``truncation``: ``segments`` (query and document cut to their own lengths) or
+        ``pair`` (the pair cut to their sum, longest first, as sentence-transformers does); see
+        :mod:`irdistill.models.tokenization`."""
         from irdistill.utils import default_device
 
         self.model = model
@@ -205,7 +209,8 @@ class CrossEncoder:
         self.encoder = PairEncoder(tokenizer, max_query_length, max_doc_length,
                                    max_positions=backbones.max_input_length(model, tokenizer),
                                    use_token_types=backbones.uses_token_types(model, tokenizer),
-                                   pad_id=backbones.padding_id(model, tokenizer))
+                                   pad_id=backbones.padding_id(model, tokenizer),
+                                   truncation=truncation)
         self.base_model = getattr(model.config, "_name_or_path", None) or None
         self.card: dict | None = None  # training record for the model card (see model_card)
         self.evaluation: dict = {}  # figures recorded since (evaluation.json, see model_card)
@@ -218,15 +223,22 @@ class CrossEncoder:
     def max_doc_length(self) -> int:
         return self.encoder.max_doc_length
 
+    @property
+    def truncation(self) -> str:
+        return self.encoder.truncation
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, max_query_length: int | None = None,
                         max_doc_length: int | None = None, device: str | None = None,
                         precision: str | None = None, num_hidden_layers: int | None = None,
+                        truncation: str | None = None,
                         attn_implementation: str | None = None, attn_device: str | None = None,
                         **model_kwargs) -> CrossEncoder:
         """Load a hub name, a local folder, or the bundled MiniLM (``"minilm"``).
 
-        ``num_hidden_layers`` keeps only the first layers (a smaller student). A checkpoint
+        ``num_hidden_layers`` keeps only the first layers (a smaller student). Lengths and
+        ``truncation`` not given are the saved model's (``irdistill.json``), else 64 and 256
+        tokens and ``segments``. A checkpoint
         without a classification head (an encoder or sentence-embedding model) gets a new
         randomly initialised one-output head. ``attn_implementation``: ``sdpa`` (default),
         ``eager``, ``flash_attention_2`` or ``auto`` (see
@@ -250,6 +262,8 @@ class CrossEncoder:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, TypeError) as exc:
             raise _load_error(name_or_path, exc, "tokenizer") from None
+        if "tokenizer_max_length" in settings:  # saved here: its own limit, not the pair's
+            tokenizer.model_max_length = settings["tokenizer_max_length"] or int(1e30)
         if len(tokenizer) < 50:
             raise IrdistillError(f"the tokenizer of model '{name_or_path}' has only "
                                  f"{len(tokenizer)} tokens", path=path if Path(path).is_dir()
@@ -280,7 +294,8 @@ class CrossEncoder:
         ce = cls(model, tokenizer,
                  max_query_length or settings.get("max_query_length", 64),
                  max_doc_length or settings.get("max_doc_length", 256),
-                 device=device, precision=precision)
+                 device=device, precision=precision,
+                 truncation=truncation or settings.get("truncation", "segments"))
         # a model trained here names the checkpoint it started from; others are their own base
         ce.base_model = settings.get("base_model") or name_or_path
         ce.card = settings.get("card")
@@ -301,13 +316,25 @@ class CrossEncoder:
         self.model.config.sentence_transformers = {
             "activation_fn": "torch.nn.modules.linear.Identity"}
         self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        # the tokenizer's own max length is the pair's, so that sentence-transformers (and any
+        # tool that lets the tokenizer truncate) cuts pairs to it: as irdistill does in ``pair``
+        # truncation, closest to it in ``segments``
+        kept = self.tokenizer.model_max_length
+        self.tokenizer.model_max_length = self.encoder.max_model_length
+        try:
+            self.tokenizer.save_pretrained(directory)
+        finally:
+            self.tokenizer.model_max_length = kept
         if card is not None:  # a new training: the figures of the model it started from go
             self.card, self.evaluation = card, {}
         elif self.card is not None:  # a trained model saved again: its card names the new folder
             self.card = {**self.card, "name": str(directory)}
         settings = {"max_query_length": self.max_query_length,
                     "max_doc_length": self.max_doc_length,
+                    "truncation": self.truncation,
+                    # the tokenizer's own limit, given back on loading (the saved one is the
+                    # pair's): longer lengths stay possible later where the model takes them
+                    "tokenizer_max_length": kept if kept < 1_000_000 else None,
                     "base_model": self.base_model,
                     "card": self.card}
         write_json(directory / SETTINGS_FILE, settings)
@@ -329,8 +356,9 @@ class CrossEncoder:
         n = len(pairs)
         if n == 0:
             return []
-        lengths = np.fromiter((len(q) + len(d) for q, d in pairs), dtype=np.int64, count=n)
-        lengths += self.encoder.template.n_special
+        lengths = self.encoder.pair_lengths(
+            np.fromiter((len(q) for q, _ in pairs), dtype=np.int64, count=n),
+            np.fromiter((len(d) for _, d in pairs), dtype=np.int64, count=n))
         order = np.argsort(-lengths, kind="stable")
         spans = plan_batches(lengths[order], batch_size, budget_for(self.device, max_tokens),
                              self.encoder.padded_width)

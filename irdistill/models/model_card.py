@@ -130,8 +130,14 @@ def render_card(settings: dict[str, Any], config: dict[str, Any], name: str) -> 
     lines.append(f"- **Architecture:** {architecture} (model type `{config.get('model_type')}`, "
                  f"{config.get('num_hidden_layers', '?')} layers, hidden size "
                  f"{config.get('hidden_size', '?')})")
-    lines.append(f"- **Input:** query up to {settings.get('max_query_length')} tokens, document "
-                 f"up to {settings.get('max_doc_length')} tokens, each truncated on its own")
+    q, d = settings.get("max_query_length"), settings.get("max_doc_length")
+    if settings.get("truncation", "segments") == "pair":
+        lines.append(f"- **Input:** a pair of up to {(q or 0) + (d or 0)} tokens besides the "
+                     "special ones, cut longest first as sentence-transformers cuts it (the "
+                     "tokenizer's `model_max_length`)")
+    else:
+        lines.append(f"- **Input:** query up to {q} tokens, document up to {d} tokens, each "
+                     "truncated on its own")
     lines.append("- **Output:** one score per (query, document) pair")
 
     lines += ["", "## Training", ""]

@@ -266,8 +266,10 @@ class Splade:
                     "encoders": "shared" if self.shared else "separate",
                     "max_query_length": self.max_query_length,
                     "max_doc_length": self.max_doc_length}
-        if self.shared:
-            self._save_masked_lm(self.encoders.doc, directory, self.max_doc_length)
+        if self.shared:  # one encoder, each side cut to its own length (sentence-transformers 6)
+            self._save_masked_lm(self.encoders.doc, directory, self.max_doc_length,
+                                 {"query_length": self.max_query_length,
+                                  "document_length": self.max_doc_length})
             _write_json(directory / "modules.json", [
                 {"idx": 0, "name": "0", "path": "",
                  "type": "sentence_transformers.sparse_encoder.models.MLMTransformer"},
@@ -301,11 +303,12 @@ class Splade:
         return {"pooling_strategy": "max", "activation_function": "relu",
                 "word_embedding_dimension": self.vocab_size}
 
-    def _save_masked_lm(self, model, directory: Path, max_length: int) -> None:
+    def _save_masked_lm(self, model, directory: Path, max_length: int,
+                        lengths: dict | None = None) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         _write_json(directory / "sentence_bert_config.json",
-                    {"max_seq_length": max_length, "do_lower_case": False})
+                    {"max_seq_length": max_length, "do_lower_case": False, **(lengths or {})})
 
     # -- encoding ----------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str], side: str) -> list[list[int]]:

@@ -1,9 +1,19 @@
 """Query-document pair encoding, the same for every backbone family.
 
-Queries and documents are tokenised once, without special tokens, each truncated to its own
-maximum length. A pair is then assembled from the family's own special-token template
-(``[CLS] q [SEP] d [SEP]`` for BERT, ``<s> q </s></s> d </s>`` for RoBERTa, ...), which is
-read off the tokenizer itself, so no family is special-cased anywhere else.
+Queries and documents are tokenised once, without special tokens. A pair is then assembled from
+the family's own special-token template (``[CLS] q [SEP] d [SEP]`` for BERT,
+``<s> q </s></s> d </s>`` for RoBERTa, ...), which is read off the tokenizer itself, so no
+family is special-cased anywhere else.
+
+Two truncation schemes (``model.truncation``):
+
+- ``segments`` (the default, as lightning-ir does it): the query is cut to ``max_query_length``
+  tokens and the document to ``max_doc_length``, each on its own.
+- ``pair`` (as sentence-transformers and the Hugging Face tokenizers do it): the pair is cut to
+  ``max_query_length + max_doc_length`` tokens besides the special ones, longest first: a
+  short query leaves its unused budget to the document. This is the tokenizers'
+  ``longest_first`` rule (:func:`longest_first`), so a saved model scores the same in
+  sentence-transformers on documents of any length.
 """
 from __future__ import annotations
 
@@ -13,7 +23,41 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from irdistill.config import TRUNCATIONS
 from irdistill.errors import IrdistillError
+
+
+def longest_first(n_query: int, n_doc: int, budget: int) -> tuple[int, int]:
+    """How many tokens of a query and a document of these lengths a pair of ``budget`` tokens
+    (special tokens excluded) keeps, by the Hugging Face tokenizers' ``longest_first`` rule
+    (``tokenizers`` ``truncate_pair``, as sentence-transformers' cross-encoders call it):
+    the shorter side is kept whole if it fits in half the budget and the longer one gets the
+    rest; else each gets half (the second side the odd token)."""
+    if n_query + n_doc <= budget:
+        return n_query, n_doc
+    short, long_ = sorted((n_query, n_doc))
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short = budget // 2
+        long_ = short + budget % 2
+    keep_q, keep_d = (long_, short) if n_query > n_doc else (short, long_)
+    return min(n_query, keep_q), min(n_doc, keep_d)
+
+
+def longest_first_arrays(n_query: np.ndarray, n_doc: np.ndarray, budget: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`longest_first` over arrays of lengths."""
+    n_query, n_doc = np.asarray(n_query, dtype=np.int64), np.asarray(n_doc, dtype=np.int64)
+    swap = n_query > n_doc
+    short, long_ = np.minimum(n_query, n_doc), np.maximum(n_query, n_doc)
+    long_ = np.where(short > budget, short, np.maximum(short, budget - short))
+    halve = short + long_ > budget
+    short = np.where(halve, budget // 2, short)
+    long_ = np.where(halve, budget // 2 + budget % 2, long_)
+    keep_q, keep_d = np.where(swap, long_, short), np.where(swap, short, long_)
+    fits = n_query + n_doc <= budget
+    return (np.where(fits, n_query, np.minimum(n_query, keep_q)),
+            np.where(fits, n_doc, np.minimum(n_doc, keep_d)))
 
 
 @dataclass(frozen=True)
@@ -59,11 +103,17 @@ class PairEncoder:
 
     def __init__(self, tokenizer, max_query_length: int = 64, max_doc_length: int = 256,
                  max_positions: int | None = None, pad_to_multiple_of: int = 8,
-                 use_token_types: bool | None = None, pad_id: int | None = None):
+                 use_token_types: bool | None = None, pad_id: int | None = None,
+                 truncation: str = "segments"):
         """``max_positions``: the longest pair the model takes, special tokens included; the
         document (then, if need be, the query) length shrinks so that every pair fits.
         ``use_token_types``/``pad_id`` default to what the tokenizer says; the cross-encoder
-        passes what the model takes (see :mod:`irdistill.models.backbones`)."""
+        passes what the model takes (see :mod:`irdistill.models.backbones`).
+        ``truncation``: ``segments`` or ``pair`` (see the module's docstring)."""
+        if truncation not in TRUNCATIONS:
+            raise IrdistillError(f"unknown truncation {truncation!r}",
+                                 hint=f"choose one of {', '.join(TRUNCATIONS)}")
+        self.truncation = truncation
         self.tokenizer = tokenizer
         self.template = read_template(tokenizer)
         if max_positions is not None:
@@ -77,6 +127,8 @@ class PairEncoder:
                 max_doc_length = budget - max_query_length
         self.max_query_length = max_query_length
         self.max_doc_length = max_doc_length
+        #: the tokens of a pair besides the special ones, at most
+        self.pair_budget = max_query_length + max_doc_length
         self.max_positions = max_positions
         if pad_id is None:
             pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -103,17 +155,49 @@ class PairEncoder:
             return [np.asarray(row, dtype=dtype) for row in ids]
         return ids
 
+    @property
+    def max_model_length(self) -> int:
+        """The longest pair, special tokens included: the ``max_length`` with which the
+        tokenizer itself (and sentence-transformers) truncates pairs as :attr:`truncation`
+        ``pair`` does."""
+        return self.pair_budget + self.template.n_special
+
     def encode_queries(self, texts: Sequence[str], compact: bool = False) -> list:
-        """Token ids of each query (no special tokens, cut to ``max_query_length``): lists of
-        ints, or with ``compact`` numpy arrays of :attr:`token_dtype`, a fraction of the memory
-        of Python ints when millions of texts are held."""
-        return self._encode(texts, self.max_query_length, compact)
+        """Token ids of each query (no special tokens, cut to ``max_query_length``; in
+        ``pair`` truncation to one token more than the pair's budget, enough to cut the pair as
+        the tokenizers do when it is assembled, see :meth:`fit`):
+        lists of ints, or with ``compact`` numpy arrays of :attr:`token_dtype`, a fraction of
+        the memory of Python ints when millions of texts are held."""
+        return self._encode(texts, self.max_query_length if self.truncation == "segments"
+                            else self.pair_budget + 1, compact)
 
     def encode_docs(self, texts: Sequence[str], compact: bool = False) -> list:
-        """Token ids of each document, cut to ``max_doc_length`` (see :meth:`encode_queries`)."""
-        return self._encode(texts, self.max_doc_length, compact)
+        """Token ids of each document, cut to ``max_doc_length`` (or the pair's budget; see
+        :meth:`encode_queries`)."""
+        return self._encode(texts, self.max_doc_length if self.truncation == "segments"
+                            else self.pair_budget + 1, compact)
+
+    def fit(self, q: Sequence[int], d: Sequence[int]) -> tuple[Sequence[int], Sequence[int]]:
+        """The query and document tokens a pair keeps (``pair`` truncation cuts them here).
+
+        Exactly the tokenizers' cut, but for one case: when the query and the document are both
+        longer than the whole budget and the budget is odd, the tokenizers give the odd token
+        to the longer of the two and this gives it to the document (both were cut to the
+        budget plus one token when tokenised, so which was longer is no longer known)."""
+        if self.truncation == "segments":
+            return q, d
+        a, b = longest_first(len(q), len(d), self.pair_budget)
+        return q[:a], d[:b]
+
+    def pair_lengths(self, q_len: np.ndarray, d_len: np.ndarray) -> np.ndarray:
+        """Tokens of each pair, special tokens included, from its query and document lengths
+        as :meth:`encode_queries` and :meth:`encode_docs` gave them."""
+        if self.truncation == "pair":
+            q_len, d_len = longest_first_arrays(q_len, d_len, self.pair_budget)
+        return np.asarray(q_len, dtype=np.int64) + d_len + self.template.n_special
 
     def pair_length(self, q: Sequence[int], d: Sequence[int]) -> int:
+        q, d = self.fit(q, d)
         return len(q) + len(d) + self.template.n_special
 
     def padded_width(self, longest: int) -> int:
@@ -133,6 +217,8 @@ class PairEncoder:
         segment, and handed to torch without a copy.
         """
         t = self.template
+        if self.truncation == "pair":
+            pairs = [self.fit(q, d) for q, d in pairs]
         n = len(pairs)
         q_len = np.fromiter((len(q) for q, _ in pairs), dtype=np.int64, count=n)
         d_len = np.fromiter((len(d) for _, d in pairs), dtype=np.int64, count=n)

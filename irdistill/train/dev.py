@@ -228,7 +228,8 @@ class DevEvaluator:
     """
 
     def __init__(self, dev: DevSet, measure: str, depth: int, precision: str, tokenizer,
-                 max_query_length: int, max_doc_length: int, batch_size: int = 64):
+                 max_query_length: int, max_doc_length: int, batch_size: int = 64,
+                 truncation: str = "segments"):
         from irdistill.evaluation.metrics import parse_measures
 
         self.dev = dev
@@ -238,6 +239,7 @@ class DevEvaluator:
         self.tokenizer = tokenizer
         self.max_query_length = max_query_length
         self.max_doc_length = max_doc_length
+        self.truncation = truncation
         self.batch_size = batch_size
         self.pairs = sum(min(len(docs), depth) for docs in dev.run.values())
 
@@ -253,7 +255,8 @@ class DevEvaluator:
         from irdistill.models.cross_encoder import CrossEncoder
 
         scorer = CrossEncoder(model, self.tokenizer, self.max_query_length, self.max_doc_length,
-                              device=device, precision=self.precision)
+                              device=device, precision=self.precision,
+                              truncation=self.truncation)
         shard = (rank(), world_size()) if is_distributed() else None
         # blocks small enough that every process gets a share of a small dev set
         block = max(1, min(8192, math.ceil(self.pairs / world_size())))

@@ -735,6 +735,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     cuda = torch.cuda.is_available()
     model = CrossEncoder.from_pretrained(m.name, max_query_length=m.max_query_length,
                                          max_doc_length=m.max_doc_length,
+                                         truncation=m.truncation,
                                          num_hidden_layers=m.num_hidden_layers, device="cpu",
                                          attn_implementation=m.attn_implementation,
                                          attn_device="cuda" if cuda else "cpu")
@@ -796,7 +797,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         log.warning("fp16 mixed precision needs a GPU; training in fp32 (bf16 works on a CPU)")
     evaluator = None if dev is None else DevEvaluator(
         dev, t.eval_measure, t.eval_depth, t.precision, model.tokenizer, model.max_query_length,
-        model.max_doc_length)
+        model.max_doc_length, truncation=model.truncation)
     progress = TrainingProgress(max_minutes=t.max_minutes,
                                 metric=evaluator.key if evaluator else None,
                                 eval_steps=t.eval_steps, keep_best=t.keep_best,

@@ -21,8 +21,8 @@ import numpy as np
 
 def group_length(encoder, query_tokens, doc_tokens, group) -> int:
     """Tokens of the group's longest pair (the width its rows need in a batch)."""
-    q = len(query_tokens[group.query_id])
-    return q + max(len(doc_tokens[d]) for d in group.doc_ids) + encoder.template.n_special
+    q = query_tokens[group.query_id]
+    return max(encoder.pair_length(q, doc_tokens[d]) for d in group.doc_ids)
 
 
 def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int,
