@@ -922,6 +922,10 @@ def show(
     elif kind == "demo":
         from irdistill.demo import DEMO_RECIPE
 
+        if config is not None:  # as `irdistill demo` itself, which takes no file
+            raise IrdistillError("the demo takes no config file",
+                                 hint="change its keys with --set, as `irdistill demo --set` "
+                                      "does")
         resolved = check_config(load_config(config, set_, base=DEMO_RECIPE))
     elif kind == "splade":
         from irdistill.train.splade import check_splade_config, load_splade_config

@@ -197,3 +197,14 @@ def test_config_show_prints_the_resolved_config_that_loads_back(tmp_path, kind, 
     assert shown == load_config(overrides=[key], cls=cls) != from_dict(cls, {})
     bad = CliRunner().invoke(app, ["config", "show", "trian"])
     assert bad.exit_code == 2 and "unknown config kind 'trian'" in bad.output
+
+
+def test_config_show_demo_takes_set_but_no_file_as_the_demo_does(tmp_path):
+    from irdistill.demo import DEMO_RECIPE
+
+    shown = CliRunner().invoke(app, ["config", "show", "demo", "--set", "train.seed=3"])
+    assert shown.exit_code == 0, shown.output
+    assert f"name: {DEMO_RECIPE['model']['name']}" in shown.output and "seed: 3" in shown.output
+    (tmp_path / "c.yaml").write_text("train: {seed: 3}\n")
+    refused = CliRunner().invoke(app, ["config", "show", "demo", str(tmp_path / "c.yaml")])
+    assert refused.exit_code == 2 and "the demo takes no config file" in refused.output

@@ -90,3 +90,31 @@ def test_bad_lora_settings_fail_before_training(toy, tiny_bert, tmp_path, settin
         engine.train(make_config(toy, tiny_bert, *LORA, setting), tmp_path / "x",
                      show_progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_lora_with_keep_best_saves_the_best_checkpoint_merged(toy, tiny_bert, tmp_path,
+                                                             monkeypatch):
+    """Evaluations at steps 3, 6, 9 score 0.2, 0.6, 0.5: the saved model is step 6's adapter
+    merged, the weights a 6-step run (constant learning rate) ends with, and not step 9's."""
+    from test_train_eval import fixed_evaluations, outcome
+
+    from irdistill.train import engine
+
+    torch.set_num_threads(1)
+    common = [*LORA, "data.dev_fraction=0.25", "train.epochs=3", "train.eval_steps=3",
+              "train.scheduler=constant", "train.warmup_ratio=0"]
+    fixed_evaluations(monkeypatch, [0.2, 0.6, 0.5])
+    best = engine.train(make_config(toy, tiny_bert, *common, "train.keep_best=true"),
+                        tmp_path / "best", show_progress=False)
+    assert outcome(tmp_path / "best")["selected_step"] == 6
+    fixed_evaluations(monkeypatch, [0.2, 0.6])
+    six = engine.train(make_config(toy, tiny_bert, *common, "train.max_steps=6"),
+                       tmp_path / "six", show_progress=False)
+    fixed_evaluations(monkeypatch, [0.2, 0.6, 0.5])
+    last = engine.train(make_config(toy, tiny_bert, *common), tmp_path / "last",
+                        show_progress=False)
+    got, want, nine = weights(best), weights(six), weights(last)
+    assert {p.name for p in best.iterdir()} >= {"model.safetensors", "config.json"}
+    assert "adapter_config.json" not in {p.name for p in best.iterdir()}
+    assert all(torch.allclose(got[n], want[n], atol=1e-6) for n in want)
+    assert not all(torch.allclose(got[n], nine[n], atol=1e-6) for n in nine)

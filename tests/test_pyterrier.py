@@ -80,20 +80,35 @@ def test_text_loader_refuses_documents_of_another_collection(scifact):
 
 
 def test_splade_retriever_returns_the_search_of_irdistill(tmp_path, tiny_mlm, beir_folder):
+    """The retriever's frame is irdistill's search (same documents, scores and order, ranks
+    from 0), and pt.Experiment on it reports the figures of irdistill's evaluation."""
+    from ir_measures import nDCG
+
     from irdistill.data.collection import load_collection
+    from irdistill.evaluation.metrics import evaluate
     from irdistill.models.splade import Splade
-    from irdistill.pyterrier import SpladeRetriever, topics_frame
+    from irdistill.pyterrier import SpladeRetriever, qrels_frame, topics_frame
     from irdistill.retrieval.sparse_index import build_splade_index, splade_search
 
     collection = load_collection(beir_folder)
     model = Splade.from_pretrained(tiny_mlm)
     index = build_splade_index(model, collection, tmp_path / "index", show_progress=False)
-    frame = SpladeRetriever(model, tmp_path / "index", k=3).transform(topics_frame(collection))
+    retriever = SpladeRetriever(model, tmp_path / "index", k=3)
+    frame = retriever.transform(topics_frame(collection))
     run, _ = splade_search(model, index, collection.queries, k=3)
-    got = {(r.qid, r.docno): r.score for r in frame.itertuples()}
     want = {(q, d): s for q, docs in run.items() for d, s in docs.items()}
+    assert len(want) >= 2 * len(collection.queries)  # most queries match documents
+    got = {(r.qid, r.docno): r.score for r in frame.itertuples()}
     assert got.keys() == want.keys()
     assert all(got[k] == pytest.approx(want[k]) for k in want)
+    for qid, rows in frame.groupby("qid"):
+        assert list(rows["rank"]) == list(range(len(rows)))
+        assert list(rows["score"]) == sorted(rows["score"], reverse=True)
+        assert set(rows["query"]) == {collection.queries[qid]}
+    table = pt.Experiment([retriever], topics_frame(collection), qrels_frame(collection),
+                          [nDCG @ 10], names=["splade"])
+    assert table.iloc[0]["nDCG@10"] == pytest.approx(
+        evaluate(run, collection.qrels, ["nDCG@10"]).aggregate["nDCG@10"], abs=1e-6)
 
 
 from splade_helpers import tiny_mlm  # noqa: E402,F401  (fixture)
