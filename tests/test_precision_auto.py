@@ -19,3 +19,21 @@ def test_auto_precision_follows_the_cpu(monkeypatch, native, expected):
     assert resolved.train.precision == expected
     assert config.train.precision == "auto"  # the given config is not changed
     assert config_hash(config) != config_hash(resolved)
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_a_splade_index_records_what_auto_precision_became(monkeypatch, native, expected,
+                                                           tiny_mlm, beir_folder, tmp_path):
+    import irdistill.models.cross_encoder as ce
+    from irdistill.data.collection import load_collection
+    from irdistill.models.splade import Splade
+    from irdistill.retrieval.sparse_index import build_splade_index
+
+    monkeypatch.setattr(ce, "cpu_has_native_bf16", lambda: native)
+    model = Splade.from_pretrained(tiny_mlm, device="cpu", precision="auto")
+    index = build_splade_index(model, load_collection(beir_folder), tmp_path / "index",
+                               show_progress=False)
+    assert index.meta["precision"] == expected
+
+
+from splade_helpers import tiny_mlm  # noqa: E402,F401  (fixture)

@@ -212,8 +212,9 @@ class Splade:
         if precision is not None and precision.endswith("-full"):
             raise IrdistillError(f"precision '{precision}' is a cross-encoder's (cast weights)",
                                  hint="SPLADE takes fp32, bf16, fp16 (autocast) or auto")
-        resolve_precision(self.device, precision)  # an unknown name fails here
-        self.precision = precision
+        # an unknown name fails here; auto becomes what it means on this device (recorded so
+        # in an index's metadata); None is fp32
+        self.precision = resolve_precision(self.device, precision)
         self.encoders.to(self.device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.use_token_types = "token_type_ids" in tokenizer.model_input_names

@@ -303,7 +303,7 @@ def build_splade_index(model, collection, folder: str | Path, *, batch_size: int
 
     meta = {"collection": collection.docs_name, "model": model_name,
             "model_fingerprint": model_fingerprint(model_name) if model_name else None,
-            "max_doc_length": model.max_doc_length, "precision": model.precision}
+            "max_doc_length": model.max_doc_length, "precision": model.precision or "fp32"}
     batches = encoded_batches(model, collection.docs, batch_docs=min(1024, chunk_docs),
                               batch_size=batch_size, total=len(collection.docs),
                               show_progress=show_progress)
