@@ -56,3 +56,31 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
     assert "measured 2 times" in report
     assert "## Inference" in report and "## Training" in report and "command: " in report
     assert "irdistill / sentence-transformers" in capsys.readouterr().out
+
+
+def test_scale_benchmark_runs_at_toy_sizes(tmp_path):
+    """benchmarks/scale.py at two toy sizes: every stage is measured at both, the synthetic
+    data is what it says (one judged document per query, a run of the given depth that holds
+    it), and the report has every stage's exponent and projection."""
+    spec = importlib.util.spec_from_file_location("scale", SCRIPT.with_name("scale.py"))
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+
+    from irdistill.data.collection import load_collection
+    from irdistill.data.trec import read_run
+
+    shape = scale.make_collection(tmp_path / "c", 300, 20, 10, 20)
+    assert shape == {"docs": 300, "queries": 20, "run_lines": 200}
+    collection = load_collection(tmp_path / "c")
+    run = read_run(tmp_path / "c" / "run.trec")
+    assert len(collection.docs) == 300 and len(collection.queries) == 20
+    assert all(len(run[q]) == 10 and set(collection.qrels[q]) <= set(run[q]) for q in run)
+
+    report = scale.main(["--sizes", "400", "800", "--search-queries", "10", "--depth", "10",
+                         "--markdown", str(tmp_path / "scale.md")])
+    stages = list(report["sizes"][0]["stages"])
+    assert len(stages) == 16 and all(list(r["stages"]) == stages for r in report["sizes"])
+    table = (tmp_path / "scale.md").read_text()
+    for stage in stages:
+        row = next(line for line in table.splitlines() if line.startswith(f"| {stage} "))
+        assert " min / " in row, row  # an exponent and a projection

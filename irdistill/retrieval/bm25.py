@@ -113,7 +113,11 @@ class BM25:
                 shutil.rmtree(tmp, ignore_errors=True)
         return cls(retriever, tokenizer, doc_ids, settings)
 
-    def search(self, queries: dict[str, str], k: int = 100, show_progress: bool = True) -> Run:
+    def search(self, queries: dict[str, str], k: int = 100, show_progress: bool = True,
+               threads: int = -1) -> Run:
+        """The top-``k`` documents of each query. bm25s scores every document of the index
+        for a query (a cost linear in the collection, per query), in ``threads`` threads (-1:
+        one per core; the run is the same for any number)."""
         qids = list(queries)
         if not qids:
             return {}
@@ -124,7 +128,8 @@ class BM25:
         nonempty = [i for i, toks in enumerate(ids) if toks]
         if nonempty:
             docs, scores = self.retriever.retrieve([ids[i] for i in nonempty], k=k,
-                                                   show_progress=show_progress)
+                                                   show_progress=show_progress,
+                                                   n_threads=threads)
             for row, i in enumerate(nonempty):
                 keep = scores[row] > 0
                 run[qids[i]] = {self.doc_ids[d]: float(s)

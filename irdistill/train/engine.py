@@ -721,6 +721,9 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         train_run, held = hold_out(config, collection, run)  # dev queries leave the groups
         dev = build_dev_set(config, collection, run, held, given_run)
     groups = build_training_groups(config, collection, train_run)
+    # the candidates are in the groups now: a run read or retrieved here (at MS MARCO's size,
+    # gigabytes) is not held through training
+    del run, train_run, held
     streamed = not isinstance(groups, list)
     if streamed and config.train.max_steps <= 0:
         raise IrdistillError(f"data.mode={config.data.mode} streams its groups, so the number of "
