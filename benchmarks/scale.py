@@ -503,10 +503,11 @@ def main(argv: list[str] | None = None) -> dict:
               "search_queries": args.search_queries, "sizes": rows}
     text = render(report)
     print(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
+    for path, content in ((args.json, json.dumps(report, indent=1)),
+                          (args.markdown, text + "\n")):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
     return report
 
 
