@@ -58,7 +58,7 @@ def test_benchmark_runs_at_toy_scale(tiny_bert, scifact_available, tmp_path, cap
     assert "irdistill / sentence-transformers" in capsys.readouterr().out
 
 
-def test_scale_benchmark_runs_at_toy_sizes(tmp_path):
+def test_scale_benchmark_runs_at_toy_sizes(scifact_available, tmp_path):
     """benchmarks/scale.py at two toy sizes: every stage is measured at both, the synthetic
     data is what it says (one judged document per query, a run of the given depth that holds
     it), and the report has every stage's exponent and projection."""

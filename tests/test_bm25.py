@@ -35,3 +35,13 @@ def test_bm25_on_beir_folder(beir_folder):
     run = bm25_run(coll, k=2)
     assert next(iter(run["q1"])) == "d1"
     assert max(run["q2"], key=run["q2"].get) == "d2"
+
+
+def test_bm25_search_gives_the_same_run_in_any_number_of_threads(scifact_available):
+    collection = load_collection("beir/scifact/test")
+    index = BM25.build(collection)
+    queries = {q: collection.queries[q] for q in sorted(collection.queries)[:200]}
+    one = index.search(queries, k=50, show_progress=False, threads=0)
+    assert len(one) == 200
+    assert index.search(queries, k=50, show_progress=False, threads=2) == one
+    assert index.search(queries, k=50, show_progress=False) == one  # one per core
