@@ -426,9 +426,9 @@ def render(report: dict) -> str:
                         "Exponent: log-log slope of time over documents between the two "
                         "largest sizes. Projection: the largest size's time scaled by "
                         "(8.8M / its documents)^exponent, its peak memory by the same power "
-                        "of memory's own exponent. Search and re-ranking stages: "
-                        f"{report.get('search_queries', '?')} queries measured, times scaled "
-                        "to all queries."])
+                        "of memory's own exponent (capped at 1.5). Search and re-ranking "
+                        f"stages: up to {report.get('search_queries', '?')} queries measured "
+                        "(all of them where there are fewer), times scaled to all queries."])
 
 
 def machine() -> dict:

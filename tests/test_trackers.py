@@ -101,11 +101,14 @@ def test_mlflow_keeps_a_local_store_beside_the_run_with_the_loss_and_the_evaluat
     user sets is kept."""
     mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed")
     import json
+    import os
 
     from irdistill.train import engine
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
+                 "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(name, raising=False)
+    mlflow.set_tracking_uri(None)
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
 
     def logged(out, uri):
@@ -130,12 +133,21 @@ def test_mlflow_keeps_a_local_store_beside_the_run_with_the_loss_and_the_evaluat
         assert [s for s, _ in history["loss"]] == [s for s, _ in losses]
         assert [v for _, v in history["loss"]] == pytest.approx([v for _, v in losses])
         assert history["eval_nDCG_10"] == pytest.approx(evals) and len(evals) == 2
+        # MLflow is left as it was found: no store, no experiment, nothing in the environment
+        assert not mlflow.is_tracking_uri_set()
+        assert "MLFLOW_EXPERIMENT_ID" not in os.environ
     assert not {"mlflow.db", "mlruns", "mlartifacts"} & {p.name for p in tmp_path.iterdir()}
 
-    store = f"sqlite:///{tmp_path / 'mine.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    engine.train(make_config(toy, tiny_bert, "train.report_to=[mlflow]"), tmp_path / "c",
-                 show_progress=False)
-    assert not (tmp_path / "c" / "mlflow.db").exists()
-    client = mlflow.MlflowClient(tracking_uri=store)
-    assert client.search_runs([e.experiment_id for e in client.search_experiments()])
+    # a store the user chose is kept: in the environment, or in code after a run here
+    for name, choose in (("c", lambda uri: monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)),
+                         ("d", mlflow.set_tracking_uri)):
+        store = f"sqlite:///{tmp_path / f'{name}.db'}"
+        choose(store)
+        engine.train(make_config(toy, tiny_bert, "train.report_to=[mlflow]"), tmp_path / name,
+                     show_progress=False)
+        assert not (tmp_path / name / "mlflow.db").exists()
+        client = mlflow.MlflowClient(tracking_uri=store)
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()])
+        assert mlflow.get_tracking_uri() == store  # and still chosen after the run
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)

@@ -181,9 +181,56 @@ def minilm_pair_model():
                                         truncation="pair", device="cpu")
 
 
-def test_scores_do_not_depend_on_the_batch_in_pair_truncation(minilm_pair_model):
-    """Lengths for batching are the cut lengths: one pair alone scores as in any batch."""
+def test_batch_planning_and_length_grouping_see_the_cut_lengths(minilm_pair_model,
+                                                                monkeypatch):
+    """What batches are planned on (``score_ids``) and groups ordered by
+    (``ordering.group_length``) are the pairs' cut lengths, not the lengths as tokenised; and
+    scores do not depend on the batch."""
+    import numpy as np
+
+    import irdistill.models.cross_encoder as ce_module
+    from irdistill.data.groups import Group
+    from irdistill.train.ordering import group_length
+
+    model = minilm_pair_model
+    encoder = model.encoder
     pairs = long_pairs()
-    together = minilm_pair_model.score(pairs)
-    alone = [minilm_pair_model.score([p])[0] for p in pairs]
-    assert together == pytest.approx(alone, abs=1e-5)
+    q_ids = encoder.encode_queries([q for q, _ in pairs])
+    d_ids = encoder.encode_docs([d for _, d in pairs])
+    cut = [encoder.pair_length(q, d) for q, d in zip(q_ids, d_ids)]
+    assert max(cut) == encoder.max_model_length
+    raw = [len(q) + len(d) + encoder.template.n_special for q, d in zip(q_ids, d_ids)]
+    assert max(raw) > encoder.max_model_length  # cutting changes them
+    assert encoder.pair_lengths(np.array([len(q) for q in q_ids]),
+                                np.array([len(d) for d in d_ids])).tolist() == cut
+
+    planned = []
+    plan = ce_module.plan_batches
+
+    def spy(lengths, *args, **kwargs):
+        planned.extend(int(n) for n in lengths)
+        return plan(lengths, *args, **kwargs)
+
+    monkeypatch.setattr(ce_module, "plan_batches", spy)
+    together = model.score(pairs)
+    assert sorted(planned) == sorted(cut)
+    monkeypatch.undo()
+    assert together == pytest.approx([model.score([p])[0] for p in pairs], abs=1e-5)
+
+    queries = {"q": q_ids[4]}
+    docs = {f"d{i}": d for i, d in enumerate(d_ids)}
+    group = Group("q", list(docs), [0.0] * len(docs))
+    assert group_length(encoder, queries, docs, group) == max(
+        encoder.pair_length(q_ids[4], d) for d in d_ids) <= encoder.max_model_length
+
+
+def test_loading_a_pair_model_with_the_other_scheme_says_so(tiny_models, tmp_path, caplog):
+    ce = CrossEncoder.from_pretrained(tiny_models("bert"), truncation="pair", device="cpu")
+    ce.save_pretrained(tmp_path / "m")
+    with caplog.at_level("WARNING", logger="irdistill.models.cross_encoder"):
+        CrossEncoder.from_pretrained(str(tmp_path / "m"), device="cpu")
+        assert not caplog.records  # its own scheme: nothing to say
+        again = CrossEncoder.from_pretrained(str(tmp_path / "m"), truncation="segments",
+                                             device="cpu")
+    assert again.truncation == "segments"
+    assert "trained with truncation=pair; loaded with truncation=segments" in caplog.text

@@ -6,8 +6,9 @@ cross-encoder scores every (query, passage) pair once, and the document's score 
 passage's (MaxP) or the first passage's (FirstP). One scoring pass gives both.
 
 Windows are cut on whitespace words rather than model tokens so that passages, and thus
-results, do not depend on the backbone's tokenizer; the model then truncates each passage to
-its own ``max_doc_length``. The splitting is a few lines, so it is written here rather than
+results, do not depend on the backbone's tokenizer; the model then truncates each (query,
+passage) pair as it truncates any pair (``model.truncation``: the passage to its
+``max_doc_length``, or the pair to its budget). The splitting is a few lines, so it is written here rather than
 pulling in PyTerrier (and Java) for ``pt.text.sliding``.
 """
 from __future__ import annotations

@@ -291,6 +291,10 @@ class CrossEncoder:
             raise _load_error(name_or_path, exc, "weights") from None
         finally:
             transformers.logging.set_verbosity(verbosity)
+        saved = settings.get("truncation", "segments")
+        if truncation is not None and truncation != saved and settings:
+            log.warning("%s was trained with truncation=%s; loaded with truncation=%s",
+                        name_or_path, saved, truncation)
         ce = cls(model, tokenizer,
                  max_query_length or settings.get("max_query_length", 64),
                  max_doc_length or settings.get("max_doc_length", 256),

@@ -32,7 +32,8 @@ def longest_first(n_query: int, n_doc: int, budget: int) -> tuple[int, int]:
     (special tokens excluded) keeps, by the Hugging Face tokenizers' ``longest_first`` rule
     (``tokenizers`` ``truncate_pair``, as sentence-transformers' cross-encoders call it):
     the shorter side is kept whole if it fits in half the budget and the longer one gets the
-    rest; else each gets half (the second side the odd token)."""
+    rest; else each gets half, the odd token going to the longer side (to the document when
+    both are as long)."""
     if n_query + n_doc <= budget:
         return n_query, n_doc
     short, long_ = sorted((n_query, n_doc))

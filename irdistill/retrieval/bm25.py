@@ -117,7 +117,10 @@ class BM25:
                threads: int = -1) -> Run:
         """The top-``k`` documents of each query. bm25s scores every document of the index
         for a query (a cost linear in the collection, per query), in ``threads`` threads (-1:
-        one per core; the run is the same for any number)."""
+        one per core this process may use; the run is the same for any number)."""
+        if threads == -1:  # the cores of this process (a cluster job's share), not the host's
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
         qids = list(queries)
         if not qids:
             return {}

@@ -44,34 +44,73 @@ class TensorBoardIn(TensorBoardCallback):
 
 
 class MLflowIn(MLflowCallback):
-    """MLflow logging to the local store ``OUTPUT/mlflow.db`` unless a store is chosen."""
+    """MLflow logging to the local store ``OUTPUT/mlflow.db`` unless a store is chosen.
+
+    MLflow keeps its store and experiment in the process (and copies them into the
+    environment); whatever this run set is put back when training ends, so code that runs
+    after it, or the next run, sees MLflow as it was."""
+
+    _ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
 
     def __init__(self, output_dir: Path):
         super().__init__()
         self.output_dir = Path(output_dir)
+        self._saved: dict | None = None
 
     def setup(self, args, state, model):
         flow = self._ml_flow
-        # A store the user chose (environment or code) is kept. MLflow copies the URI it is
-        # given into the environment, so the store of an earlier run here is no choice.
-        chosen = os.environ.get("MLFLOW_TRACKING_URI")
-        current = flow.get_tracking_uri() if flow.is_tracking_uri_set() else None
-        if chosen in _OUR_STORES:
-            chosen = None
-        if chosen and current in _OUR_STORES:  # set after an earlier run: it wins over that
-            flow.set_tracking_uri(chosen)  # (and that run's experiment is not in this store)
-            flow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default")
-        if state.is_world_process_zero and not chosen and current in {None, *_OUR_STORES}:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            here = self.output_dir.resolve()
-            store = f"sqlite:///{here / 'mlflow.db'}"
-            _OUR_STORES.add(store)
-            flow.set_tracking_uri(store)
-            name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "irdistill"
-            if flow.get_experiment_by_name(name) is None:
-                flow.create_experiment(name, artifact_location=(here / "mlartifacts").as_uri())
-            flow.set_experiment(name)
+        if state.is_world_process_zero and self._saved is None:
+            self._saved = self._state()
+            # a store the user chose (environment or code) is kept; one this process chose
+            # for an earlier run that did not end cleanly is not a choice
+            chosen = os.environ.get("MLFLOW_TRACKING_URI") or (
+                flow.get_tracking_uri() if flow.is_tracking_uri_set() else None)
+            if chosen in _OUR_STORES:
+                chosen = None
+            if chosen and flow.get_tracking_uri() != chosen:
+                flow.set_tracking_uri(chosen)
+                flow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default")
+            if chosen is None:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                here = self.output_dir.resolve()
+                store = f"sqlite:///{here / 'mlflow.db'}"
+                _OUR_STORES.add(store)
+                flow.set_tracking_uri(store)
+                name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "irdistill"
+                if flow.get_experiment_by_name(name) is None:
+                    flow.create_experiment(name,
+                                           artifact_location=(here / "mlartifacts").as_uri())
+                flow.set_experiment(name)
         super().setup(args, state, model)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        try:
+            super().on_train_end(args, state, control, **kwargs)
+        finally:
+            self._restore()
+
+    def _state(self) -> dict:
+        import mlflow.tracking._tracking_service.utils as tracking
+        import mlflow.tracking.fluent as fluent
+
+        return {"uri": getattr(tracking, "_tracking_uri", None),
+                "experiment": getattr(fluent, "_active_experiment_id", None),
+                "env": {k: os.environ.get(k) for k in self._ENV}}
+
+    def _restore(self) -> None:
+        if self._saved is None:
+            return
+        import mlflow.tracking.fluent as fluent
+
+        saved, self._saved = self._saved, None
+        self._ml_flow.set_tracking_uri(saved["uri"])
+        if hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = saved["experiment"]
+        for key, value in saved["env"].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class WandbIn(WandbCallback):
