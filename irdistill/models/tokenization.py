@@ -27,38 +27,26 @@ from irdistill.config import TRUNCATIONS
 from irdistill.errors import IrdistillError
 
 
-def longest_first(n_query: int, n_doc: int, budget: int) -> tuple[int, int]:
-    """How many tokens of a query and a document of these lengths a pair of ``budget`` tokens
-    (special tokens excluded) keeps, by the Hugging Face tokenizers' ``longest_first`` rule
-    (``tokenizers`` ``truncate_pair``, as sentence-transformers' cross-encoders call it):
-    the shorter side is kept whole if it fits in half the budget and the longer one gets the
-    rest; else each gets half, the odd token going to the longer side (to the document when
-    both are as long)."""
-    if n_query + n_doc <= budget:
-        return n_query, n_doc
-    short, long_ = sorted((n_query, n_doc))
-    long_ = short if short > budget else max(short, budget - short)
-    if short + long_ > budget:
-        short = budget // 2
-        long_ = short + budget % 2
-    keep_q, keep_d = (long_, short) if n_query > n_doc else (short, long_)
-    return min(n_query, keep_q), min(n_doc, keep_d)
-
-
-def longest_first_arrays(n_query: np.ndarray, n_doc: np.ndarray, budget: int
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`longest_first` over arrays of lengths."""
-    n_query, n_doc = np.asarray(n_query, dtype=np.int64), np.asarray(n_doc, dtype=np.int64)
-    swap = n_query > n_doc
-    short, long_ = np.minimum(n_query, n_doc), np.maximum(n_query, n_doc)
+def longest_first(n_query, n_doc, budget: int):
+    """How many tokens of a query and a document of these lengths (ints, or arrays of them) a
+    pair of ``budget`` tokens (special tokens excluded) keeps, by the Hugging Face tokenizers'
+    ``longest_first`` rule (``tokenizers`` ``truncate_pair``, as sentence-transformers'
+    cross-encoders call it): the shorter side is kept whole if it fits in half the budget and
+    the longer one gets the rest; else each gets half, the odd token going to the longer side
+    (to the document when both are as long)."""
+    q, d = np.asarray(n_query, dtype=np.int64), np.asarray(n_doc, dtype=np.int64)
+    short, long_ = np.minimum(q, d), np.maximum(q, d)
     long_ = np.where(short > budget, short, np.maximum(short, budget - short))
     halve = short + long_ > budget
     short = np.where(halve, budget // 2, short)
     long_ = np.where(halve, budget // 2 + budget % 2, long_)
-    keep_q, keep_d = np.where(swap, long_, short), np.where(swap, short, long_)
-    fits = n_query + n_doc <= budget
-    return (np.where(fits, n_query, np.minimum(n_query, keep_q)),
-            np.where(fits, n_doc, np.minimum(n_doc, keep_d)))
+    swap = q > d
+    fits = q + d <= budget
+    keep_q = np.where(fits, q, np.minimum(q, np.where(swap, long_, short)))
+    keep_d = np.where(fits, d, np.minimum(d, np.where(swap, short, long_)))
+    if keep_q.ndim == 0:
+        return int(keep_q), int(keep_d)
+    return keep_q, keep_d
 
 
 @dataclass(frozen=True)
@@ -194,7 +182,7 @@ class PairEncoder:
         """Tokens of each pair, special tokens included, from its query and document lengths
         as :meth:`encode_queries` and :meth:`encode_docs` gave them."""
         if self.truncation == "pair":
-            q_len, d_len = longest_first_arrays(q_len, d_len, self.pair_budget)
+            q_len, d_len = longest_first(q_len, d_len, self.pair_budget)
         return np.asarray(q_len, dtype=np.int64) + d_len + self.template.n_special
 
     def pair_length(self, q: Sequence[int], d: Sequence[int]) -> int:
@@ -218,11 +206,11 @@ class PairEncoder:
         segment, and handed to torch without a copy.
         """
         t = self.template
-        if self.truncation == "pair":
-            pairs = [self.fit(q, d) for q, d in pairs]
         n = len(pairs)
         q_len = np.fromiter((len(q) for q, _ in pairs), dtype=np.int64, count=n)
         d_len = np.fromiter((len(d) for _, d in pairs), dtype=np.int64, count=n)
+        if self.truncation == "pair":  # the whole batch cut at once
+            q_len, d_len = longest_first(q_len, d_len, self.pair_budget)
         lengths = q_len + d_len + t.n_special
         width = self.padded_width(int(lengths.max()))
         input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
@@ -230,13 +218,14 @@ class PairEncoder:
         prefix, middle, suffix = (np.asarray(v, dtype=np.int64) for v in (t.prefix, t.middle,
                                                                            t.suffix))
         for i, (q, d) in enumerate(pairs):
-            a, b = p + len(q), p + len(q) + m
-            c = b + len(d)
+            nq, nd = int(q_len[i]), int(d_len[i])
+            a, b = p + nq, p + nq + m
+            c = b + nd
             row = input_ids[i]
             row[:p] = prefix
-            row[p:a] = q
+            row[p:a] = q[:nq]
             row[a:b] = middle
-            row[b:c] = d
+            row[b:c] = d[:nd]
             row[c:c + x] = suffix
         columns = np.arange(width)
         attention = (columns[None, :] < lengths[:, None]).astype(np.int64)
