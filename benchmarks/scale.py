@@ -233,7 +233,7 @@ def run_size(args) -> dict:
     from irdistill.retrieval.bm25 import BM25
     from irdistill.retrieval.dense import exact_search
     from irdistill.retrieval.sparse_index import SparseIndex
-    from irdistill.train.engine import GroupCollator, tokenise_groups
+    from irdistill.train.data import GroupCollator, tokenise_groups
 
     work, n_docs, n_queries, shape, setup = prepare(args, "")
     results: dict = {}
@@ -331,6 +331,8 @@ def training_path(args) -> dict:
     from irdistill.data.trec import read_run, write_run
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.train import engine
+    from irdistill.train.data import GroupCollator, tokenise_groups
+    from irdistill.train.sources import group_source
 
     work, n_docs, n_queries, shape, setup = prepare(args, "training path: ")
     results: dict = {}
@@ -343,17 +345,17 @@ def training_path(args) -> dict:
         collection = load_collection(config.data.collection)
     if args.candidates == "bm25":
         with Stage(results, "BM25 run (all queries)", disk=work / "cache"):
-            run = engine.candidate_run(config, collection)
+            run = group_source(config.data).candidates(collection)
     else:  # the synthetic run, read as a given data.run is
         with Stage(results, "run read"):
             run = read_run(work / "collection" / "run.trec", depth=args.depth)
     with Stage(results, "groups (labels)"):
-        groups = engine.build_training_groups(config, collection, run)
+        groups = group_source(config.data).groups(config, collection, run)
     model = CrossEncoder.from_pretrained("minilm", max_query_length=32, max_doc_length=128,
                                          device="cpu")
     with Stage(results, "tokenise"):
-        query_tokens, doc_tokens = engine.tokenise_groups(model.encoder, collection, groups)
-    collate = engine.GroupCollator(model.encoder, query_tokens, doc_tokens)
+        query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+    collate = GroupCollator(model.encoder, query_tokens, doc_tokens)
     with Stage(results, "first 200 batches"):
         for i in range(0, min(len(groups), 1600), 8):
             collate(groups[i:i + 8])

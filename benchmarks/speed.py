@@ -167,7 +167,7 @@ def worker_infer(spec: dict) -> dict:
         result["tokens"] = [ce.encoder.pair_length(q, d) for q, d in ids]
         result["scores"] = [float(s) for s in scores]
         lengths = sorted(result["tokens"], reverse=True)
-        from irdistill.models.cross_encoder import budget_for, plan_batches
+        from irdistill.models.runtime import budget_for, plan_batches
 
         result["max_tokens"] = budget_for(ce.device)
         spans = plan_batches(lengths, batch, result["max_tokens"], ce.encoder.padded_width)
@@ -253,7 +253,7 @@ def worker_train(spec: dict) -> dict:
         from irdistill.data.trec import read_run
         from irdistill.train import engine
 
-        original = engine._log_callback
+        original = engine.JsonlLog
 
         def with_timer(path):  # the engine's log callback, and the step timer beside it
             log_callback = original(path)
@@ -266,7 +266,7 @@ def worker_train(spec: dict) -> dict:
             both.ends = timer.ends
             return both
 
-        engine._log_callback = with_timer
+        engine.JsonlLog = with_timer
         try:
             config = load_config(overrides=spec["irdistill_overrides"])
             collection = load_collection(config.data.collection)
@@ -274,7 +274,7 @@ def worker_train(spec: dict) -> dict:
             engine.train(config, Path(spec["out"]) / "irdistill", collection=collection, run=run,
                          show_progress=False)
         finally:
-            engine._log_callback = original
+            engine.JsonlLog = original
         steps = len(timer.ends)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     warm = min(spec["warmup_steps"], max(0, len(timer.ends) - 2))
@@ -314,7 +314,7 @@ def prepare(args, work: Path) -> dict:
     from irdistill.data.trec import ranked, write_run
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.retrieval.bm25 import bm25_run
-    from irdistill.train.engine import build_training_groups
+    from irdistill.train.sources import group_source
 
     torch.manual_seed(0)
     ce = CrossEncoder.from_pretrained(args.model, max_query_length=args.max_query_length,
@@ -354,7 +354,7 @@ def prepare(args, work: Path) -> dict:
     keep = sorted(train_run)[: config.data.max_queries]
     train_run = {q: train_run[q] for q in keep}
     write_run(work / "train-candidates.trec", train_run, digits=9)
-    groups = build_training_groups(config, train, train_run)
+    groups = group_source(config.data).groups(config, train, train_run)
     texts = train.docs.get_many(sorted({d for g in groups for d in g.doc_ids}))
     g_docs = sorted(texts)
     g_cut = dict(zip(g_docs, cut_to_tokens(tok, [texts[d] for d in g_docs],

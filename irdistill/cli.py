@@ -146,7 +146,7 @@ def retrieve(
         if given:
             raise IrdistillError(f"{', '.join(given)} is a BM25 option, and --model asks for "
                                  "dense retrieval", hint="leave out one or the other")
-        from irdistill.models.cross_encoder import resolve_model_path
+        from irdistill.models.runtime import resolve_model_path
         from irdistill.retrieval.dense import DenseSettings, check_search, write_dense_run
 
         settings = DenseSettings(max_length=max_length, precision=precision or "auto",
@@ -228,8 +228,9 @@ def rerank(
     from irdistill.evaluation.rerank import rerank_to_file
     from irdistill.evaluation.sharding import parse_shard
     from irdistill.io import check_output_file
-    from irdistill.models.cross_encoder import CrossEncoder, budget_for, check_device, \
-        check_precision, resolve_model_path
+    from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.models.runtime import (budget_for, check_device, check_precision,
+                                          resolve_model_path)
     from irdistill.provenance import file_fingerprint, write_run_provenance
 
     check_output_file(output, "output run")

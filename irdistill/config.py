@@ -184,7 +184,7 @@ def resolve_stage(config: Config, index: int, previous_model: str | None = None)
     return from_dict(Config, data, where)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+TRAINING_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 ON_NAN = ("stop", "skip")
 #: schedulers that can follow a time budget (train.max_minutes)
 TIME_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -231,7 +231,7 @@ def check_config(config: Config) -> Config:
     check_mining(d)
     _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("model.truncation", m.truncation, TRUNCATIONS)
-    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.precision", t.precision, TRAINING_PRECISIONS)
     _choice("train.on_nan", t.on_nan, ON_NAN)
     _choice("train.scheduler", t.scheduler, [s.value for s in SchedulerType])
     for where, value in (("data.depth", d.depth), ("data.negatives", d.negatives),

@@ -46,7 +46,8 @@ from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.model_card import add_evaluation
 from irdistill.provenance import write_provenance
 from irdistill.retrieval.bm25 import bm25_run
-from irdistill.train.engine import train, training_precision
+from irdistill.train.engine import train
+from irdistill.models.runtime import training_precision
 from irdistill.utils import seed_everything
 
 log = logging.getLogger(__name__)

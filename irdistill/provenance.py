@@ -105,7 +105,7 @@ def file_fingerprint(path: str | Path, hash_limit: int = 1 << 30) -> dict[str, A
 
 def _model_folder(name_or_path: str) -> Path | None:
     """The local folder of a model name (the bundled MiniLM's aliases included), else None."""
-    from irdistill.models.cross_encoder import BUNDLED_ALIASES, resolve_model_path
+    from irdistill.models.runtime import BUNDLED_ALIASES, resolve_model_path
 
     if name_or_path in BUNDLED_ALIASES:
         path = Path(resolve_model_path(name_or_path))
@@ -133,7 +133,7 @@ def model_fingerprint(name_or_path: str) -> str:
     shards), or ``hub:<name>`` for a hub model that is not a local folder. The bundled 'minilm'
     resolves to its folder; a model kept in subfolders (SPLADE with separate query and
     document encoders) is hashed with them."""
-    from irdistill.models.cross_encoder import WEIGHT_FILES
+    from irdistill.models.runtime import WEIGHT_FILES
 
     folder = _model_folder(name_or_path)
     if folder is None:

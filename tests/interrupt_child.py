@@ -19,7 +19,7 @@ CALLS = os.environ.get("IRDISTILL_TEST_CALLS")
 
 if DELAY or CALLS:
     from irdistill.models.cross_encoder import CrossEncoder
-    from irdistill.train.engine import GroupCollator
+    from irdistill.train.data import GroupCollator
 
     collate, score_ids = GroupCollator.__call__, CrossEncoder.score_ids
 

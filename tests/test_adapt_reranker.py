@@ -117,7 +117,7 @@ def test_both_methods_end_to_end_and_a_rerun_reuses_every_step(tmp_path, tiny_be
     import irdistill.train.engine as engine
     from irdistill.models.cross_encoder import CrossEncoder as CE
 
-    monkeypatch.setattr(engine, "_trainer_class", lambda: pytest.fail("trained again"))
+    monkeypatch.setattr(engine.GroupTrainer, "__init__", lambda *a, **k: pytest.fail("trained again"))
     monkeypatch.setattr(CE, "score_ids", lambda *a, **k: pytest.fail("scored again"))
     assert adapt_reranker(config, out, show_progress=False)["results"] == report["results"]
     monkeypatch.undo()

@@ -105,13 +105,14 @@ def fixed_batch_loss(model_dir: str, overrides: list[str]) -> float:
     """The objective on one fixed batch (every training group once), model in eval mode."""
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run
-    from irdistill.train.engine import GroupCollator, build_training_groups, tokenise_groups
+    from irdistill.train.data import GroupCollator, tokenise_groups
+    from irdistill.train.sources import group_source
 
     config = load_config(None, overrides + ["train.epochs=1"])
     ce = CrossEncoder.from_pretrained(model_dir, max_query_length=config.model.max_query_length,
                                       max_doc_length=config.model.max_doc_length, device="cpu")
     collection = load_collection(config.data.collection, config.data.split)
-    groups = build_training_groups(config, collection, read_run(config.data.run))
+    groups = group_source(config.data).groups(config, collection, read_run(config.data.run))
     assert len(groups) == 8 and all(len(g.doc_ids) == 6 for g in groups)
     query_tokens, doc_tokens = tokenise_groups(ce.encoder, collection, groups)
     batch = GroupCollator(ce.encoder, query_tokens, doc_tokens)(groups)

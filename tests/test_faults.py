@@ -18,7 +18,8 @@ from irdistill.config import load_config
 from irdistill.errors import IrdistillError
 from irdistill.losses import LOSSES
 from irdistill.losses.listwise import infonce
-from irdistill.train.engine import MAX_FAULTS_IN_A_ROW, train
+from irdistill.train.base import MAX_FAULTS_IN_A_ROW
+from irdistill.train.engine import train
 from irdistill.train.resume import latest_checkpoint, step_of
 
 from toy_collection import write_toy_collection

@@ -182,6 +182,16 @@ def test_finished_cells_and_evaluations_are_never_recomputed(tmp_path, beir_fold
     assert len(model_loads) == 6 and len(fake_training) == 4
 
 
+def complete_checkpoint(path):
+    """A checkpoint folder with every file a resume needs (see irdistill.train.resume)."""
+    from irdistill.train.resume import REQUIRED, STATE_FILE, step_of
+
+    path.mkdir(parents=True, exist_ok=True)
+    for names in REQUIRED:
+        (path / names[0]).write_bytes(b"")
+    (path / STATE_FILE).write_text(json.dumps({"global_step": step_of(path)}))
+
+
 def test_interrupted_cell_resumes_and_only_it(tmp_path, beir_folder, tiny_bert, fake_training,
                                               model_loads):
     grid = load_grid(write_grid(tmp_path, beir_folder, tiny_bert))
@@ -190,8 +200,10 @@ def test_interrupted_cell_resumes_and_only_it(tmp_path, beir_folder, tiny_bert, 
     folder = grid.cell_dir(cell)
     (folder / "done.json").unlink()  # as if training had been interrupted after step 3
     shutil.rmtree(folder / "model")
-    (folder / "checkpoints" / "checkpoint-3").mkdir(parents=True)
-    (folder / "checkpoints" / "checkpoint-20").mkdir()
+    complete_checkpoint(folder / "checkpoints" / "checkpoint-3")
+    (folder / "checkpoints" / "checkpoint-20").mkdir()  # cut while it was written
+    assert train_state(folder) == "step 3"  # where the run resumes: the newest complete one
+    complete_checkpoint(folder / "checkpoints" / "checkpoint-20")
     assert train_state(folder) == "step 20"
     assert run_grid(grid, dry_run=True).cells[2].training == "step 20"
     run_grid(grid, show_progress=False)
@@ -208,7 +220,9 @@ def test_state_and_loss_curve_of_a_two_stage_cell(tmp_path):
     (folder / "stage-1" / "train_log.jsonl").write_text(
         '{"step": 5, "loss": 2.0}\n{"step": 10, "loss": 1.0}\n')
     assert train_state(folder) == "stage 1 done"
-    (folder / "stage-2" / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    complete_checkpoint(folder / "stage-1" / "checkpoints" / "checkpoint-10")
+    assert train_state(folder) == "stage 1 done"  # a finished stage keeps its last checkpoint
+    complete_checkpoint(folder / "stage-2" / "checkpoints" / "checkpoint-4")
     (folder / "stage-2" / "train_log.jsonl").write_text('{"step": 4, "loss": 0.5}\n{"cut')
     assert train_state(folder) == "stage 2 step 4"
     assert read_cell_log(folder) == [(5, 2.0), (10, 1.0), (14, 0.5)]  # a cut line is skipped

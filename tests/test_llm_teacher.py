@@ -364,7 +364,7 @@ def test_llm_command_errors(tmp_path, beir_folder, tiny_llm, args, words):
 def test_auto_precision_loads_the_weights_the_device_does_natively(tiny_llm, monkeypatch):
     import torch
 
-    import irdistill.models.cross_encoder as cross_encoder
+    import irdistill.models.runtime as cross_encoder
 
     for native, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(cross_encoder, "cpu_has_native_bf16", lambda n=native: n)

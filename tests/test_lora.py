@@ -71,7 +71,7 @@ def test_an_interrupted_lora_run_resumes_to_the_same_weights(toy, tiny_bert, tmp
                                            (tmp_path / "resumed" / "checkpoints" /
                                             checkpoints[-1]).iterdir()}
     restore()
-    with caplog.at_level("INFO", logger="irdistill.train.engine"):
+    with caplog.at_level("INFO", logger="irdistill.train"):
         resumed = engine.train(config, tmp_path / "resumed", show_progress=False)
     assert f"resuming from {tmp_path / 'resumed' / 'checkpoints' / checkpoints[-1]}" in caplog.text
     want, got = weights(reference), weights(resumed)

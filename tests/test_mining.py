@@ -12,7 +12,7 @@ from irdistill.config import Config, check_config, config_hash, load_config, to_
 from irdistill.data.sampling import MINING_KEYS, Mining, label_groups, mining_options
 from irdistill.data.trec import write_run
 from irdistill.errors import IrdistillError
-from irdistill.train.engine import build_training_groups
+from irdistill.train.sources import group_source
 from irdistill.train.splade import SpladeConfig
 
 # q1: d1..d10 ranked 1..10; d2 and d4 judged relevant, d9 judged not relevant
@@ -123,7 +123,7 @@ def test_config_keys_reach_the_group_builder(tmp_path):
                                     "data.sampling=all", "data.depth=10"])
     check_config(config)
     assert set(mining_options(config.data)) == {"mining"}
-    groups = build_training_groups(config, SimpleNamespace(qrels=QRELS), RUN)
+    groups = group_source(config.data).groups(config, SimpleNamespace(qrels=QRELS), RUN)
     assert negatives(groups) == [{"d5", "d6", "d8"}]
     assert mining_options(Config().data) == {}
 

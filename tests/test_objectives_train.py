@@ -170,7 +170,7 @@ def test_data_mode_errors_are_one_line(tmp_path, scifact_slice, sets, words):
 
 
 def test_lazy_tokens_fetch_once_and_stay_bounded():
-    from irdistill.train.engine import LazyTokens
+    from irdistill.train.data import LazyTokens
 
     fetched = []
 

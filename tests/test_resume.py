@@ -159,6 +159,7 @@ def test_streamed_training_resumes_bitwise_past_the_first_pass(tmp_path, toy, ti
     """A triple file shorter than the training: the resumed run must continue in the second pass
     where the interrupted one stopped (the Trainer used to restart the pass from its start)."""
     from irdistill.config import load_config
+    from irdistill.train import data as train_data
     from irdistill.train import engine
 
     triples = tmp_path / "triples.tsv"
@@ -176,7 +177,7 @@ def test_streamed_training_resumes_bitwise_past_the_first_pass(tmp_path, toy, ti
     torch.set_num_threads(1)
     engine.train(config, tmp_path / "reference", show_progress=False)
 
-    collate = engine.GroupCollator.__call__
+    collate = train_data.GroupCollator.__call__
     count = {"batches": 0}
 
     def interrupted(self, groups):  # the 10th batch never comes: killed after step 9
@@ -185,11 +186,11 @@ def test_streamed_training_resumes_bitwise_past_the_first_pass(tmp_path, toy, ti
             raise KeyboardInterrupt
         return collate(self, groups)
 
-    monkeypatch.setattr(engine.GroupCollator, "__call__", interrupted)
+    monkeypatch.setattr(train_data.GroupCollator, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.train(config, tmp_path / "resumed", show_progress=False)
     assert step_of(latest_checkpoint(tmp_path / "resumed" / "checkpoints")) == 8
-    monkeypatch.setattr(engine.GroupCollator, "__call__", collate)
+    monkeypatch.setattr(train_data.GroupCollator, "__call__", collate)
     engine.train(config, tmp_path / "resumed", show_progress=False)
     assert (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes() == \
         (tmp_path / "reference" / "model" / "model.safetensors").read_bytes()

@@ -9,8 +9,8 @@ import torch
 
 from irdistill import CrossEncoder
 from irdistill.errors import IrdistillError
-from irdistill.models.cross_encoder import (DEFAULT_MAX_TOKENS, budget_for, cpu_has_native_bf16,
-                                            plan_batches, resolve_precision)
+from irdistill.models.runtime import (DEFAULT_MAX_TOKENS, budget_for, cpu_has_native_bf16,
+                                      plan_batches, resolve_precision)
 
 from tiny_models import FAMILIES, QUESTIONS, TOPICS, build_tiny_model
 
@@ -101,7 +101,7 @@ def test_scores_do_not_depend_on_order_batching_or_budget(tiny_bert):
 
 
 def test_resolve_precision(monkeypatch):
-    import irdistill.models.cross_encoder as module
+    import irdistill.models.runtime as module
 
     assert resolve_precision("cpu", None) is None and resolve_precision("cpu", "fp32") is None
     assert resolve_precision("cpu", "bf16") == "bf16"

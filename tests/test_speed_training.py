@@ -3,7 +3,9 @@ config hash of older configs kept."""
 import numpy as np
 
 from irdistill.config import config_hash, load_config, to_dict
+from irdistill.train import data as train_data
 from irdistill.train import engine
+from irdistill.train.sources import group_source
 from irdistill.train.ordering import length_grouped_order
 
 
@@ -53,14 +55,14 @@ def test_training_tokenises_once_and_groups_batches_by_length(tiny_bert, scifact
 
     monkeypatch.setattr(PairEncoder, "_encode", counting)
     widths: list[tuple[int, int]] = []  # (padded tokens, real tokens) per batch
-    original_call = engine.GroupCollator.__call__
+    original_call = train_data.GroupCollator.__call__
 
     def recording(self, groups):
         batch = original_call(self, groups)
         widths.append((batch["input_ids"].numel(), int(batch["attention_mask"].sum())))
         return batch
 
-    monkeypatch.setattr(engine.GroupCollator, "__call__", recording)
+    monkeypatch.setattr(train_data.GroupCollator, "__call__", recording)
     waste = {}
     for grouped in (False, True):
         encoded.clear()
@@ -73,8 +75,8 @@ def test_training_tokenises_once_and_groups_batches_by_length(tiny_bert, scifact
         engine.train(config, tmp_path / f"run-{grouped}", show_progress=False)
         assert len(widths) == 20  # 2 epochs x 40 groups / 4
         collection = load_collection(config.data.collection)
-        groups = engine.build_training_groups(config, collection, engine.candidate_run(
-            config, collection))
+        source = group_source(config.data)
+        groups = source.groups(config, collection, source.candidates(collection))
         unique = {g.query_id for g in groups} | {d for g in groups for d in g.doc_ids}
         assert len(encoded) == len(unique)
         padded, real = map(sum, zip(*widths))

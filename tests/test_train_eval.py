@@ -17,7 +17,9 @@ from irdistill.config import (HASH_NEUTRAL, check_config, check_not_evaluated, c
                               load_config, to_dict)
 from irdistill.errors import IrdistillError
 from irdistill.train import dev as dev_module
+from irdistill.train import data as train_data
 from irdistill.train import engine, progress
+from irdistill.train.sources import group_source
 from irdistill.train.resume import latest_checkpoint, list_checkpoints, step_of
 
 from toy_collection import write_toy_collection
@@ -93,7 +95,7 @@ def fake_clock(monkeypatch, per_forward: float = 1.0) -> dict:
 
 def interrupt_at_batch(monkeypatch, batch: int):
     """The ``batch``-th collated batch raises KeyboardInterrupt (as a kill would stop the run)."""
-    collate = engine.GroupCollator.__call__
+    collate = train_data.GroupCollator.__call__
     count = {"batches": 0}
 
     def interrupted(self, groups):
@@ -102,8 +104,8 @@ def interrupt_at_batch(monkeypatch, batch: int):
             raise KeyboardInterrupt
         return collate(self, groups)
 
-    monkeypatch.setattr(engine.GroupCollator, "__call__", interrupted)
-    return lambda: monkeypatch.setattr(engine.GroupCollator, "__call__", collate)
+    monkeypatch.setattr(train_data.GroupCollator, "__call__", interrupted)
+    return lambda: monkeypatch.setattr(train_data.GroupCollator, "__call__", collate)
 
 
 # -- held-out queries --------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def test_held_out_queries_leave_the_training_groups(toy, tiny_bert):
     config = make_config(toy, tiny_bert, "data.dev_fraction=0.25", "train.epochs=2")
     train_run, held = dev_module.hold_out(config, collection, run)
     assert len(held) == 2 and set(held) <= set(run) and not set(held) & set(train_run)
-    groups = engine.build_training_groups(config, collection, train_run)
+    groups = group_source(config.data).groups(config, collection, train_run)
     assert {g.query_id for g in groups} == set(run) - set(held) and len(groups) == 12
     # drawn by the seed: the same queries again, other ones with another seed
     assert dev_module.hold_out(config, collection, run)[1] == held

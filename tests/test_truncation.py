@@ -188,7 +188,7 @@ def test_batch_planning_and_length_grouping_see_the_cut_lengths(minilm_pair_mode
     scores do not depend on the batch."""
     import numpy as np
 
-    import irdistill.models.cross_encoder as ce_module
+    import irdistill.models.runtime as ce_module
     from irdistill.data.groups import Group
     from irdistill.train.ordering import group_length
 

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from transformers import DataCollatorForLanguageModeling
+
 from irdistill.adapt.parts import domain_parameter_names, set_trainable
+from irdistill.config import TrainConfig
 from irdistill.data.collection import Collection
 from irdistill.errors import IrdistillError
+from irdistill.models.splade import load_masked_lm
+from irdistill.train.base import BaseTrainer, run_trainer, training_arguments
+from irdistill.train.folder import RunFolder
+from irdistill.utils import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +75,26 @@ class _Tokens(Dataset):
         return {"input_ids": self.rows[i]}
 
 
-def _trainer_class():
-    from transformers import Trainer
+class MaskedPositionsTrainer(BaseTrainer):
+    """MLM loss with the head applied to the masked positions only (when the head is one
+    module that maps hidden states to vocabulary logits, as in BERT and RoBERTa); a
+    non-finite loss or gradient stops training (the fault guard of
+    :class:`irdistill.train.base.BaseTrainer`)."""
 
-    from irdistill.train.engine import FaultGuard
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        heads = [m for n, m in model.named_children() if n != model.base_model_prefix]
+        if len(heads) != 1:
+            out = model(**inputs, labels=labels)
+            loss = self.finite_loss(out.loss, out.logits)
+            return (loss, out) if return_outputs else loss
+        hidden = model.base_model(**inputs).last_hidden_state
+        picked = labels != -100
+        logits = heads[0](hidden[picked])
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[picked])
+        loss = self.finite_loss(loss, logits)
+        return (loss, logits) if return_outputs else loss
 
-    class MaskedPositionsTrainer(FaultGuard, Trainer):
-        """MLM loss with the head applied to the masked positions only (when the head is one
-        module that maps hidden states to vocabulary logits, as in BERT and RoBERTa); a
-        non-finite loss or gradient stops training (:class:`FaultGuard`)."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.init_guard("stop")
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs.pop("labels")
-            heads = [m for n, m in model.named_children() if n != model.base_model_prefix]
-            if len(heads) != 1:
-                out = model(**inputs, labels=labels)
-                loss = self.finite_loss(out.loss, out.logits)
-                return (loss, out) if return_outputs else loss
-            hidden = model.base_model(**inputs).last_hidden_state
-            picked = labels != -100
-            logits = heads[0](hidden[picked])
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[picked])
-            loss = self.finite_loss(loss, logits)
-            return (loss, logits) if return_outputs else loss
-
-    return MaskedPositionsTrainer
 
 
 def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, layers: int,
@@ -108,19 +105,10 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
     A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes from
     its newest complete checkpoint (``output_dir/checkpoints``, every ``config.save_steps``).
     """
-    from transformers import DataCollatorForLanguageModeling
-
-    from irdistill.config import TrainConfig
-    from irdistill.models.splade import load_masked_lm
-    from irdistill.train.engine import fast_dropout, training_arguments
-    from irdistill.train.resume import latest_checkpoint
-    from irdistill.utils import seed_everything
-
-    output_dir = Path(output_dir)
-    model_dir = output_dir / "model"
-    if (model_dir / "config.json").exists():
-        log.info("%s is finished; nothing to do", model_dir)
-        return model_dir
+    folder = RunFolder(output_dir)
+    if folder.finished():
+        log.info("%s is finished; nothing to do", folder.model)
+        return folder.model
     seed_everything(config.seed)
     model, tokenizer = load_masked_lm(model_path)
     if tokenizer.mask_token_id is None:
@@ -145,19 +133,15 @@ def train_mlm(model_path: str, collection: Collection, output_dir: str | Path, l
         warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
         precision=config.precision, seed=config.seed, logging_steps=config.logging_steps,
         save_steps=config.save_steps)
-    args = training_arguments(train_config, output_dir, show_progress)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=_Tokens(rows),
-                               data_collator=collator)
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
-    if checkpoint is not None:
-        log.info("MLM: resuming from %s", checkpoint)
-    with fast_dropout(model, train_config):
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer = MaskedPositionsTrainer(
+        model=model, args=training_arguments(train_config, folder.root, show_progress),
+        train_dataset=_Tokens(rows), data_collator=collator)
+    run_trainer(trainer, folder.resume_point(), train_config, what="MLM")
     for param in model.parameters():
         param.requires_grad_(True)
-    tmp = output_dir / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(model_dir)
-    return model_dir
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return folder.save_model(save)

@@ -43,7 +43,7 @@ def check_layer_count(name_or_path: str, k: int, keep_layers: int | None = None)
     (``keep_layers``: the model is cut to its first layers, ``model.num_hidden_layers``)."""
     from transformers import AutoConfig
 
-    from irdistill.models.cross_encoder import resolve_model_path
+    from irdistill.models.runtime import resolve_model_path
 
     layers = getattr(AutoConfig.from_pretrained(resolve_model_path(name_or_path)),
                      "num_hidden_layers", None)

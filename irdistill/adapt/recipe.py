@@ -87,7 +87,7 @@ def check_adapt_config(config: AdaptConfig) -> AdaptConfig:
     if config.precision is not None and config.precision.endswith("-full"):
         raise IrdistillError(f"precision '{config.precision}' is a cross-encoder's (cast weights)",
                              hint="SPLADE takes fp32, bf16, fp16 (autocast) or auto")
-    from irdistill.models.cross_encoder import check_precision
+    from irdistill.models.runtime import check_precision
 
     check_precision(config.precision)
     return config

@@ -54,7 +54,7 @@ from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.metrics import parse_measures
 from irdistill.io import write_json
-from irdistill.models.cross_encoder import check_precision
+from irdistill.models.runtime import check_precision
 from irdistill.teachers.ensemble import NORMALISATIONS, Teacher
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def _check_model(what: str, name: str) -> None:
     a hub model that is cached or reachable)."""
     from transformers import AutoConfig
 
-    from irdistill.models.cross_encoder import resolve_model_path
+    from irdistill.models.runtime import resolve_model_path
 
     try:
         AutoConfig.from_pretrained(resolve_model_path(name))
@@ -324,7 +324,7 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
     from irdistill.retrieval.bm25 import bm25_run
     from irdistill.retrieval.dense import dense_run
     from irdistill.train.dev import scoring_precision
-    from irdistill.train.engine import training_precision
+    from irdistill.models.runtime import training_precision
 
     qrels = target.require_qrels()  # the first read of the target's judgements
     runs_dir = folder / "runs"

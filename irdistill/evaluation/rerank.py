@@ -28,7 +28,8 @@ from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.sharding import last_uses, merge_runs, shard_blocks
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
-from irdistill.models.cross_encoder import DEFAULT_MAX_TOKENS, CrossEncoder
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.runtime import DEFAULT_MAX_TOKENS
 
 log = logging.getLogger(__name__)
 

@@ -59,6 +59,7 @@ from irdistill.evaluation.suites import Suite, check_suite, dataset_key, evaluat
 from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
 from irdistill.io import write_json
 from irdistill.provenance import write_provenance
+from irdistill.train.folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -383,26 +384,14 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
     return tasks
 
 
-def _stage_dirs(folder: Path) -> list[Path]:
-    """The folders of a multi-stage training (``stage-1``, ``stage-2``, ...), in order."""
-    stages = [p for p in folder.glob("stage-*") if p.name.split("-", 1)[1].isdigit()]
-    return sorted(stages, key=lambda p: int(p.name.split("-", 1)[1]))
-
-
 def train_state(folder: Path) -> str:
-    """'done', 'step N' or 'stage K step N' (an interrupted run that will resume), or 'todo'."""
+    """'done' (trained and recorded), 'model saved' (trained, not yet recorded), 'step N' or
+    'stage K step N' (an interrupted run that will resume from that complete checkpoint), or
+    'todo'."""
     if (folder / "done.json").exists():
         return "done"
-    state = "todo"
-    for prefix, where in [("", folder)] + [(f"{p.name.replace('-', ' ')} ", p)
-                                           for p in _stage_dirs(folder)]:
-        checkpoints = sorted((where / "checkpoints").glob("checkpoint-*"),
-                             key=lambda p: int(p.name.rsplit("-", 1)[-1]))
-        if (where / "model" / "config.json").exists() and where != folder:
-            state = f"{prefix}done"
-        if checkpoints:
-            state = f"{prefix}step {checkpoints[-1].name.rsplit('-', 1)[-1]}"
-    return state
+    state = RunFolder(folder).state()
+    return "model saved" if state == "done" else state
 
 
 @dataclass
@@ -613,7 +602,8 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         folder = grid.cell_dir(cell)
         state = train_state(folder)
         log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
-                 {"done": "done", "todo": "starts"}.get(state, f"resumes from {state}"))
+                 {"done": "done", "todo": "starts", "model saved": "done, not yet recorded"}.get(
+                     state, f"resumes from {state}"))
         if state != "done":  # under torchrun every process trains (DDP)
             models = kind.train(cell.config, folder, shared_dirs, show_progress)
             if is_main():

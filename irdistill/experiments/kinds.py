@@ -135,7 +135,7 @@ class SpladeKind(Kind):
 
         check_splade_config(config)
         if inputs:
-            from irdistill.models.cross_encoder import resolve_model_path
+            from irdistill.models.runtime import resolve_model_path
 
             resolve_model_path(config.model.name)
 
@@ -172,7 +172,7 @@ class SpladeAdaptKind(Kind):
             return
         from irdistill.adapt.parts import check_layer_count
         from irdistill.data.collection import check_collection_spec
-        from irdistill.models.cross_encoder import resolve_model_path
+        from irdistill.models.runtime import resolve_model_path
 
         check_collection_spec(config.target, config.target_split)
         check_layer_count(config.source.model.name, config.layers)
@@ -242,7 +242,7 @@ def splade_retrieval(model_dir: str | Path, precision: str | None, index_dir: Pa
         from irdistill.retrieval.sparse_index import (SparseIndex, build_splade_index,
                                                       splade_search)
         from irdistill.train.dev import scoring_precision
-        from irdistill.train.engine import training_precision
+        from irdistill.models.runtime import training_precision
 
         model = Splade.from_pretrained(str(model_dir), precision=scoring_precision(
             training_precision(precision or "fp32")))

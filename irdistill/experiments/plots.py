@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from irdistill.experiments.report import Report, seed_cells
+from irdistill.train.folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +165,12 @@ def plot_win_loss(report: Report, measure: str, stem: Path) -> list[Path]:
 def read_cell_log(folder: Path) -> list[tuple[int, float]]:
     """(step, loss) of a cell: its ``train_log.jsonl``, or those of its stages one after the
     other (a stage's steps continue the previous stage's)."""
-    from irdistill.experiments.grid import _stage_dirs
-
     if (folder / "train_log.jsonl").exists():
         return read_train_log(folder / "train_log.jsonl")
     points: list[tuple[int, float]] = []
-    for stage in _stage_dirs(folder):
+    for stage in RunFolder(folder).stages():
         offset = points[-1][0] if points else 0
-        points += [(offset + step, loss) for step, loss in
-                   read_train_log(stage / "train_log.jsonl")]
+        points += [(offset + step, loss) for step, loss in read_train_log(stage.log)]
     return points
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from irdistill.errors import IrdistillError
-from irdistill.models.cross_encoder import autocast_context, resolve_model_path, resolve_precision
+from irdistill.models.runtime import autocast_context, resolve_model_path, resolve_precision
 
 log = logging.getLogger(__name__)
 

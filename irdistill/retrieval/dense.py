@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from irdistill.config import PRECISIONS  # of the encoder: fp32, autocast bf16/fp16, auto
+from irdistill.config import TRAINING_PRECISIONS  # of the encoder: fp32, autocast bf16/fp16, auto
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run
 from irdistill.errors import IrdistillError, unknown_name
@@ -79,11 +79,11 @@ class DenseSettings:
                             ("chunk size", self.chunk_docs)):
             if value is not None and value < 1:
                 raise IrdistillError(f"{name} {value} must be at least 1")
-        if self.precision not in PRECISIONS:
-            raise unknown_name("precision", str(self.precision), PRECISIONS)
+        if self.precision not in TRAINING_PRECISIONS:
+            raise unknown_name("precision", str(self.precision), TRAINING_PRECISIONS)
         if self.dtype not in DTYPES:
             raise unknown_name("embedding dtype", str(self.dtype), DTYPES)
-        from irdistill.models.cross_encoder import check_device
+        from irdistill.models.runtime import check_device
 
         check_device(self.device)
 
@@ -93,7 +93,7 @@ def effective_precision(device: str | None, precision: str | None) -> str:
     CPU (which autocast does not do) read as fp32. This, not the request, keys the cache."""
     import torch
 
-    from irdistill.models.cross_encoder import resolve_precision
+    from irdistill.models.runtime import resolve_precision
     from irdistill.utils import default_device
 
     device = torch.device(device or default_device())
@@ -107,7 +107,7 @@ def bi_encoder_fingerprint(name_or_path: str) -> str:
     """Content hash of a bi-encoder: :func:`irdistill.provenance.model_fingerprint` (config,
     tokenizer, weights, modules' subfolders) plus its sentence-transformers files (modules,
     prompts, lengths); ``hub:<name>`` for a hub model that is not a local folder."""
-    from irdistill.models.cross_encoder import resolve_model_path
+    from irdistill.models.runtime import resolve_model_path
     from irdistill.provenance import model_fingerprint, sha256_file
 
     base = model_fingerprint(name_or_path)
@@ -161,7 +161,8 @@ class BiEncoder:
     def from_pretrained(cls, name_or_path: str, *, max_length: int | None = None,
                         precision: str = "auto", device: str | None = None) -> BiEncoder:
         """Load a sentence-transformers folder, a hub name, or the bundled MiniLM (``minilm``)."""
-        from irdistill.models.cross_encoder import _load_error, resolve_model_path
+        from irdistill.models.cross_encoder import _load_error
+        from irdistill.models.runtime import resolve_model_path
         from irdistill.utils import default_device
 
         path = resolve_model_path(name_or_path)
@@ -220,7 +221,7 @@ class BiEncoder:
     def _encode(self, texts: Sequence[str], prompt: str, batch_size: int) -> np.ndarray:
         import torch
 
-        from irdistill.models.cross_encoder import autocast_context
+        from irdistill.models.runtime import autocast_context
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

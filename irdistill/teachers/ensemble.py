@@ -44,7 +44,7 @@ from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.rerank import check_candidates
 from irdistill.io import check_output_file, check_output_folder
-from irdistill.models.cross_encoder import check_device, check_precision, resolve_model_path
+from irdistill.models.runtime import check_device, check_precision, resolve_model_path
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
 from irdistill.teachers.store import Candidates, TeacherStore, default_teacher_name, slug

@@ -316,7 +316,7 @@ class TransformersBackend:
         from irdistill.utils import default_device
 
         if precision == "auto":  # the best the device does natively, as elsewhere
-            from irdistill.models.cross_encoder import resolve_precision
+            from irdistill.models.runtime import resolve_precision
 
             precision = resolve_precision(device or default_device(), "auto") or "fp32"
         dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16,
@@ -382,7 +382,7 @@ class VllmBackend:
         except ImportError:
             raise VLLM_MISSING from None
         if precision == "auto":  # the best the GPU does natively, as elsewhere
-            from irdistill.models.cross_encoder import resolve_precision
+            from irdistill.models.runtime import resolve_precision
 
             precision = resolve_precision("cuda", "auto")
         dtype = {None: "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(

@@ -19,22 +19,31 @@ Output folder (as for cross-encoders)::
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from irdistill.config import (DataConfig, TrainConfig, check_not_evaluated, config_hash,
-                              dump_yaml, to_dict)
+from safetensors.torch import load_model, save_model
+
+from irdistill.adapt.parts import freeze_domain
+from irdistill.config import (Config, DataConfig, ModelConfig, TrainConfig, check_config,
+                              check_not_evaluated, config_hash, load_config)
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.sampling import Group
 from irdistill.data.trec import Qrels, Run
 from irdistill.errors import IrdistillError
-from irdistill.io import atomic_write
+from irdistill.io import check_output_folder
 from irdistill.losses import get_loss, get_regularizer
-from irdistill.models.splade import Splade, regularizer_weight
+from irdistill.models.splade import SETTINGS_FILE, Splade, regularizer_weight
+from irdistill.provenance import model_fingerprint
+from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments
+from irdistill.train.data import GroupDataset, check_group_ids
+from irdistill.train.folder import RunFolder
+from irdistill.train.sources import group_source
+from irdistill.train.trackers import tracker_callbacks
+from irdistill.utils import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +74,6 @@ class SpladeConfig:
 
 
 def load_splade_config(path=None, overrides=None, base=None) -> SpladeConfig:
-    from irdistill.config import load_config
-
     return load_config(path, overrides, cls=SpladeConfig, base=base)
 
 
@@ -125,68 +132,57 @@ def splade_scores(encoders, batch: dict[str, torch.Tensor]) -> dict[str, torch.T
             "d_reps": d_reps}
 
 
-def _trainer_class():
-    from transformers import Trainer
+class SpladeTrainer(BaseTrainer):
+    """Trainer whose loss is a ranking loss of dot products plus sparsity regularisers."""
 
-    from irdistill.train.engine import FaultGuard
+    def __init__(self, *args, loss_fn, loss_params, regularizer, lambda_q, lambda_d,
+                 reg_warmup_steps, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.loss_params = loss_params
+        self.regularizer = regularizer
+        self.lambda_q = lambda_q
+        self.lambda_d = lambda_d
+        self.reg_warmup_steps = reg_warmup_steps
+        self._extra: dict[str, float] = {}
+        self._extra_n = 0
 
-    class SpladeTrainer(FaultGuard, Trainer):
-        """Trainer whose loss is a ranking loss of dot products plus sparsity regularisers."""
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = splade_scores(model, inputs)
+        ranking = self.loss_fn(out["scores"], out["targets"], out["mask"],
+                               **self.loss_params)
+        step = self.state.global_step
+        w_q = regularizer_weight(self.lambda_q, step, self.reg_warmup_steps)
+        w_d = regularizer_weight(self.lambda_d, step, self.reg_warmup_steps)
+        reg_q = self.regularizer(out["q_reps"].float())
+        reg_d = self.regularizer(out["d_reps"].float())
+        loss = self.finite_loss(ranking + w_q * reg_q + w_d * reg_d, out["scores"])
+        with torch.no_grad():
+            values = {"ranking_loss": ranking.item(), "reg_q": reg_q.item(),
+                      "reg_d": reg_d.item(), "lambda_q": w_q, "lambda_d": w_d,
+                      "q_terms": (out["q_reps"] > 0).sum(1).float().mean().item(),
+                      "d_terms": (out["d_reps"] > 0).sum(1).float().mean().item()}
+        for key, value in values.items():
+            self._extra[key] = self._extra.get(key, 0.0) + value
+        self._extra_n += 1
+        return (loss, out["scores"]) if return_outputs else loss
 
-        def __init__(self, *args, loss_fn, loss_params, regularizer, lambda_q, lambda_d,
-                     reg_warmup_steps, on_nan="stop", **kwargs):
-            super().__init__(*args, **kwargs)
-            self.loss_fn = loss_fn
-            self.loss_params = loss_params
-            self.regularizer = regularizer
-            self.lambda_q = lambda_q
-            self.lambda_d = lambda_d
-            self.reg_warmup_steps = reg_warmup_steps
-            self.init_guard(on_nan)
-            self._extra: dict[str, float] = {}
-            self._extra_n = 0
+    def log(self, logs, *args, **kwargs):  # FaultGuard adds the skipped counts
+        if "loss" in logs and self._extra_n:
+            logs.update({k: round(v / self._extra_n, 6) for k, v in self._extra.items()})
+            self._extra, self._extra_n = {}, 0
+        return super().log(logs, *args, **kwargs)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = splade_scores(model, inputs)
-            ranking = self.loss_fn(out["scores"], out["targets"], out["mask"],
-                                   **self.loss_params)
-            step = self.state.global_step
-            w_q = regularizer_weight(self.lambda_q, step, self.reg_warmup_steps)
-            w_d = regularizer_weight(self.lambda_d, step, self.reg_warmup_steps)
-            reg_q = self.regularizer(out["q_reps"].float())
-            reg_d = self.regularizer(out["d_reps"].float())
-            loss = self.finite_loss(ranking + w_q * reg_q + w_d * reg_d, out["scores"])
-            with torch.no_grad():
-                values = {"ranking_loss": ranking.item(), "reg_q": reg_q.item(),
-                          "reg_d": reg_d.item(), "lambda_q": w_q, "lambda_d": w_d,
-                          "q_terms": (out["q_reps"] > 0).sum(1).float().mean().item(),
-                          "d_terms": (out["d_reps"] > 0).sum(1).float().mean().item()}
-            for key, value in values.items():
-                self._extra[key] = self._extra.get(key, 0.0) + value
-            self._extra_n += 1
-            return (loss, out["scores"]) if return_outputs else loss
+    def _save(self, output_dir=None, state_dict=None):
+        output_dir = Path(output_dir or self.args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_model(self.accelerator.unwrap_model(self.model),
+                   str(output_dir / "model.safetensors"))  # handles the tied head
 
-        def log(self, logs, *args, **kwargs):  # FaultGuard adds the skipped counts
-            if "loss" in logs and self._extra_n:
-                logs.update({k: round(v / self._extra_n, 6) for k, v in self._extra.items()})
-                self._extra, self._extra_n = {}, 0
-            return super().log(logs, *args, **kwargs)
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_model(model or self.model,
+                   str(Path(resume_from_checkpoint) / "model.safetensors"))
 
-        def _save(self, output_dir=None, state_dict=None):
-            from safetensors.torch import save_model
-
-            output_dir = Path(output_dir or self.args.output_dir)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            save_model(self.accelerator.unwrap_model(self.model),
-                       str(output_dir / "model.safetensors"))  # handles the tied head
-
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            from safetensors.torch import load_model
-
-            load_model(model or self.model,
-                       str(Path(resume_from_checkpoint) / "model.safetensors"))
-
-    return SpladeTrainer
 
 
 def tokenise_texts(model: Splade, collection: Collection, groups: list[Group]
@@ -208,8 +204,6 @@ def check_splade_config(config: SpladeConfig) -> SpladeConfig:
     """Check the values of a SPLADE config before any data is loaded: its data, loss and
     training sections as :func:`irdistill.config.check_config` checks a cross-encoder's, and
     what is SPLADE's own."""
-    from irdistill.config import Config, ModelConfig, check_config
-
     check_not_evaluated(config, "SPLADE training")
     m = config.model
     check_config(Config(data=config.data, loss=config.loss, loss_params=config.loss_params,
@@ -246,46 +240,32 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     A finished run (``output_dir/model`` exists) is not redone; an interrupted one resumes
     from its newest checkpoint. A folder that holds a run with other settings is refused.
     """
-
-    from irdistill.io import check_output_folder
-    from irdistill.provenance import model_fingerprint, write_provenance
-    from irdistill.train.engine import (GroupDataset, _log_callback, build_training_groups,
-                                        candidate_run, check_group_ids, fast_dropout,
-                                        training_arguments)
-    from irdistill.train.resume import check_resume_config, latest_checkpoint, step_of, trim_log
-    from irdistill.train.trackers import tracker_callbacks
-    from irdistill.utils import seed_everything
-
-    output_dir = check_output_folder(output_dir)
-    model_dir = output_dir / "model"
+    folder = RunFolder(check_output_folder(output_dir), marker=f"model/{SETTINGS_FILE}")
     digest = config_hash(config)
-    # checkpoints or a model of another config: refused
-    check_resume_config(output_dir, digest, finished_marker="model/irdistill.json")
-    if (model_dir / "irdistill.json").exists():
-        log.info("%s is finished; nothing to do", model_dir)
-        return model_dir
+    folder.check_config(digest)  # checkpoints or a model of another config: refused
+    if folder.finished():
+        log.info("%s is finished; nothing to do", folder.model)
+        return folder.model
     check_splade_config(config)
     loss_fn = get_loss(config.loss)
     regularizer = get_regularizer(config.regularizer)
-    trackers = tracker_callbacks(config.train.report_to, output_dir)
+    trackers = tracker_callbacks(config.train.report_to, folder.root)
+    source = group_source(config.data)
 
     # every input is read and checked before anything is written: bad input leaves no folder
     collection = collection or load_collection(config.data.collection, config.data.split)
-    run = run if run is not None else candidate_run(config, collection)
-    groups = build_training_groups(config, collection, run)
-    if not isinstance(groups, list):
+    run = run if run is not None else source.candidates(collection)
+    if source.streamed:
         raise IrdistillError(f"SPLADE training takes its groups in memory; data.mode="
                              f"{config.data.mode} streams them", hint="use a TREC teacher run")
+    groups = source.groups(config, collection, run)
     check_group_ids(collection, groups)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output_dir / "config.yaml") as handle:
-        handle.write(dump_yaml(config))
-    write_provenance(output_dir, config=to_dict(config), config_hash=digest,
-                     data={"collection": collection.name, "run": config.data.run or "bm25",
-                           "groups": len(groups)},
-                     model={"name": config.model.name,
-                            "fingerprint": model_fingerprint(config.model.name)},
-                     seed=config.train.seed)
+    folder.write_config(config, digest,
+                        data={"collection": collection.name, "run": config.data.run or "bm25",
+                              "groups": len(groups)},
+                        model={"name": config.model.name,
+                               "fingerprint": model_fingerprint(config.model.name)},
+                        seed=config.train.seed)
 
     seed_everything(config.train.seed)
     m = config.model
@@ -293,8 +273,6 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
                                    max_query_length=m.max_query_length,
                                    max_doc_length=m.max_doc_length, device="cpu")
     if config.freeze_domain_layers is not None:
-        from irdistill.adapt.parts import freeze_domain
-
         frozen = freeze_domain(model.encoders.doc, config.freeze_domain_layers)
         log.info("domain part frozen: embeddings and the first %d layers (%d tensors)",
                  config.freeze_domain_layers, len(frozen))
@@ -304,29 +282,20 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
              " + in-batch negatives" if config.in_batch_negatives else "", config.regularizer)
 
     t = config.train
-    args = training_arguments(t, output_dir, show_progress)
-    trainer = _trainer_class()(
-        model=model.encoders, args=args, train_dataset=GroupDataset(groups),
+    trainer = SpladeTrainer(
+        model=model.encoders, args=training_arguments(t, folder.root, show_progress),
+        train_dataset=GroupDataset(groups),
         data_collator=SpladeCollator(model, query_tokens, doc_tokens, collection.qrels,
                                      config.in_batch_negatives),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), regularizer=regularizer,
         lambda_q=config.lambda_q, lambda_d=config.lambda_d,
         reg_warmup_steps=config.reg_warmup_steps, on_nan=t.on_nan,
-        callbacks=[_log_callback(output_dir / "train_log.jsonl"), *trackers])
-    checkpoint = latest_checkpoint(output_dir / "checkpoints")
-    trim_log(output_dir / "train_log.jsonl", step_of(checkpoint) if checkpoint else 0)
-    resume = str(checkpoint) if checkpoint else None
-    if resume:
-        log.info("resuming from %s", resume)
-    with fast_dropout(model.encoders, t):
-        trainer.train(resume_from_checkpoint=resume)
+        callbacks=[JsonlLog(folder.log), *trackers])
+    run_trainer(trainer, folder.resume_point(), t)
 
     if trainer.is_world_process_zero():
         model.encoders = trainer.accelerator.unwrap_model(trainer.model)
         for param in model.encoders.parameters():
             param.requires_grad_(True)
-        tmp = output_dir / "model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tmp.rename(model_dir)
-    return model_dir
+        folder.save_model(model.save_pretrained)
+    return folder.model
