@@ -224,8 +224,7 @@ def rerank(
     from irdistill.data.trec import read_run
     from irdistill.distributed import (device_for_rank, is_distributed, is_main,
                                        main_process_first, rank, world_size)
-    from irdistill.evaluation.rerank import check_candidates, scoring_identity
-    from irdistill.evaluation.rerank import rerank_to_file
+    from irdistill.evaluation.rerank import check_candidates, rerank_to_file, scoring_identity
     from irdistill.evaluation.sharding import parse_shard
     from irdistill.io import check_output_file
     from irdistill.models.cross_encoder import CrossEncoder
@@ -368,8 +367,9 @@ def evaluate(
     """
     from irdistill.data.collection import load_qrels
     from irdistill.data.trec import read_run
-    from irdistill.evaluation.metrics import DEFAULT_MEASURES, evaluate as evaluate_run, \
-        parse_measures
+    from irdistill.evaluation.metrics import DEFAULT_MEASURES
+    from irdistill.evaluation.metrics import evaluate as evaluate_run
+    from irdistill.evaluation.metrics import parse_measures
     from irdistill.io import check_output_file, write_json
 
     names = [m for item in (measures or DEFAULT_MEASURES) for m in item.split()]
@@ -448,9 +448,8 @@ def run(
     trains with DDP and the processes share the re-rankings (long documents' passages are scored
     by the first process); the first one writes the files.
     """
-    from irdistill.experiments.grid import load_grid, run_grid
-
     from irdistill.distributed import is_main
+    from irdistill.experiments.grid import load_grid, run_grid
 
     status = run_grid(load_grid(grid, set_, output), dry_run=dry_run)
     if not is_main():  # under torchrun the first process reports
@@ -799,7 +798,8 @@ def adapt(
 ) -> None:
     """Adapt SPLADE to an unlabelled target corpus (MLM of the lower layers, recombination).
     Every key and its default: irdistill config show adapt."""
-    from irdistill.adapt.recipe import AdaptConfig, adapt as run_adapt
+    from irdistill.adapt.recipe import AdaptConfig
+    from irdistill.adapt.recipe import adapt as run_adapt
     from irdistill.config import load_config
 
     report = run_adapt(load_config(config, set_, cls=AdaptConfig), output)
@@ -825,7 +825,8 @@ def adapt_reranker(
     the bi-encoder and their hybrid. Only the evaluation reads the target's queries and
     judgements. A rerun goes on from every finished step. Every key and its default:
     irdistill config show adapt-reranker (docs/adaptation.md)."""
-    from irdistill.adapt.reranker import adapt_reranker as run_adapt, load_adapt_config
+    from irdistill.adapt.reranker import adapt_reranker as run_adapt
+    from irdistill.adapt.reranker import load_adapt_config
 
     report = run_adapt(load_adapt_config(config, set_), output)
     if report["results"]:
@@ -873,8 +874,7 @@ def pseudo_queries(
     language model (one query per document, greedy). Writes a plain-folder collection
     (docs.tsv, queries.tsv, qrels.txt) that 'teach ensemble' scores and 'train' trains on, so a
     re-ranker adapts to a new domain without its labels."""
-    from irdistill.adapt.pseudo import (ClozeSettings, GenerationSettings,
-                                        write_pseudo_collection)
+    from irdistill.adapt.pseudo import ClozeSettings, GenerationSettings, write_pseudo_collection
     from irdistill.data.collection import load_collection
     from irdistill.io import check_output_folder
 

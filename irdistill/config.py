@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from irdistill.errors import IrdistillError, suggest
+from irdistill.io import check_input_file
 
 T = TypeVar("T")
 
@@ -209,6 +210,8 @@ def check_config(config: Config) -> Config:
     Types and unknown keys are already checked by :func:`from_dict`; this checks what a type
     cannot say. Every stage of a recipe is checked as it will be trained.
     """
+    # the config is the bottom layer: it imports the registries it checks against (losses,
+    # modes, backbones: torch, transformers) only when it checks
     from transformers.trainer_utils import SchedulerType
 
     from irdistill.data.sampling import MODES, SAMPLINGS, check_mining
@@ -278,7 +281,7 @@ def check_config(config: Config) -> Config:
 
 def check_trackers(names: list[str]) -> None:
     """``train.report_to`` names integrations of the Hugging Face Trainer."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK  # as above
 
     for name in names:
         _choice("tracker (train.report_to)", name, INTEGRATION_TO_CALLBACK)
@@ -312,8 +315,8 @@ def check_not_evaluated(config: Any, what: str) -> None:
 
 def check_evaluation(config: Config) -> None:
     """The keys of evaluation during training (see :mod:`irdistill.train.dev`) fit together."""
-    from irdistill.data.sampling import mode_source
-    from irdistill.evaluation.metrics import parse_measures
+    from irdistill.data.sampling import mode_source  # as in check_config
+    from irdistill.evaluation.metrics import parse_measures  # as above
 
     d, t = config.data, config.train
     source = dev_source(d)
@@ -452,8 +455,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    from irdistill.io import check_input_file
-
     path = check_input_file(path, "config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

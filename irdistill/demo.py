@@ -38,16 +38,19 @@ from pathlib import Path
 from irdistill.config import check_config, config_hash, load_config, to_dict
 from irdistill.data.collection import load_collection
 from irdistill.data.trec import ranked, write_run
+from irdistill.errors import IrdistillError
 from irdistill.evaluation.fusion import fuse, interpolate, tune_alpha
 from irdistill.evaluation.metrics import evaluate
 from irdistill.evaluation.rerank import rerank_run, scoring_identity
 from irdistill.io import check_output_folder, write_json
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.model_card import add_evaluation
+from irdistill.models.runtime import training_precision
 from irdistill.provenance import write_provenance
 from irdistill.retrieval.bm25 import bm25_run
+from irdistill.retrieval.dense import dense_run, dense_scores
+from irdistill.train.dev import scoring_precision
 from irdistill.train.engine import train
-from irdistill.models.runtime import training_precision
 from irdistill.utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,6 @@ def hybrid_teacher(collection, candidates, bi_encoder: str = BI_ENCODER,
     """``(bi-encoder scores, hybrid)`` of a candidate run: the bi-encoder's dot products of each
     candidate, and the mean of the per-query z-scores of the candidates' first-stage scores
     and the bi-encoder's."""
-    from irdistill.retrieval.dense import dense_scores
-
     cosine = dense_scores(collection, bi_encoder, candidates, show_progress=show_progress)
     return cosine, fuse([candidates, cosine], method="wsum", norm="zscore")
 
@@ -93,8 +94,6 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     """Run the demo end to end and return ``{system: {measure: value}}``. ``untrained`` also
     scores the base model with its new, random head (as long as re-ranking with the trained
     one: about a sixth of the demo's time, spent on a row of about 0.20 nDCG@10)."""
-    from irdistill.retrieval.dense import dense_run
-
     output = Path(output)
     config = load_config(overrides=overrides, base=DEMO_RECIPE)
     check_config(config)
@@ -219,9 +218,6 @@ def out_of_domain(output: str | Path, collection_id: str, show_progress: bool = 
     in-domain weight). Each pair is scored once (the union of both candidate lists), kept as it
     comes under ``scores/``; runs and results go to ``ood/<collection>/``.
     """
-    from irdistill.errors import IrdistillError
-    from irdistill.retrieval.dense import dense_run
-
     output = Path(output)
     settings_file = output / "settings.json"
     if not settings_file.exists():
@@ -276,6 +272,4 @@ def ood_folder(output: str | Path, collection_id: str) -> Path:
 
 def _scoring(precision: str) -> str | None:
     """The inference precision of a (resolved) training precision."""
-    from irdistill.train.dev import scoring_precision
-
     return scoring_precision(precision)

@@ -10,6 +10,9 @@ import contextlib
 import datetime
 import os
 
+import torch
+import torch.distributed as dist
+
 #: how long a process may wait at a barrier (the others re-rank, score passages, build an
 #: index): torch's default of 30 minutes is too short for a long evaluation;
 #: ``IRDISTILL_DIST_TIMEOUT_HOURS`` changes it
@@ -41,9 +44,6 @@ def _process_group():
     """The default process group, set up from the launcher's environment if nobody has yet
     (gloo on CPUs, NCCL on GPUs). accelerate's ``PartialState`` is not used for this: on a
     CPU-only machine it reports a single process under torchrun, and its barrier does nothing."""
-    import torch
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
                                 timeout=TIMEOUT)
@@ -75,7 +75,6 @@ def device_for_rank(device: str | None = None) -> str | None:
     GPUs, else None (the default device)."""
     if device is not None or not is_distributed():
         return device
-    import torch
 
     if torch.cuda.is_available():
         return f"cuda:{local_rank() % torch.cuda.device_count()}"

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 def open_binary(path: str | Path):
     """``path`` opened for reading bytes, decompressed on the fly when it is gzip (by its first
     bytes, whatever its name), as other IR tools read ``.gz`` runs and qrels."""
-    import gzip
-
     with open(path, "rb") as probe:
         compressed = probe.read(2) == GZIP_MAGIC
     return gzip.open(path, "rb") if compressed else open(path, "rb")
@@ -85,9 +85,6 @@ def iter_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]
 
     Invalid UTF-8 (or a truncated gzip file) raises an error that names the line.
     """
-    import gzip
-    import zlib
-
     path = check_input_file(path, what)
     number = 0
     try:

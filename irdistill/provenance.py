@@ -18,7 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from irdistill.config import config_hash as hash_of
 from irdistill.io import write_json
+from irdistill.models.runtime import BUNDLED_ALIASES, WEIGHT_FILES, resolve_model_path
 
 PACKAGES = ("irdistill", "torch", "transformers", "accelerate", "sentence-transformers",
             "ir_datasets", "ir_measures", "bm25s", "numpy")
@@ -45,8 +47,6 @@ def provenance_record(*, config: Any = None, config_hash: str | None = None,
         "versions": package_versions(),
     }
     if config is not None and config_hash is None:
-        from irdistill.config import config_hash as hash_of
-
         config_hash = hash_of(config)
     if config_hash is not None:
         record["config_hash"] = config_hash
@@ -105,8 +105,6 @@ def file_fingerprint(path: str | Path, hash_limit: int = 1 << 30) -> dict[str, A
 
 def _model_folder(name_or_path: str) -> Path | None:
     """The local folder of a model name (the bundled MiniLM's aliases included), else None."""
-    from irdistill.models.runtime import BUNDLED_ALIASES, resolve_model_path
-
     if name_or_path in BUNDLED_ALIASES:
         path = Path(resolve_model_path(name_or_path))
         return path if path.is_dir() else None
@@ -133,8 +131,6 @@ def model_fingerprint(name_or_path: str) -> str:
     shards), or ``hub:<name>`` for a hub model that is not a local folder. The bundled 'minilm'
     resolves to its folder; a model kept in subfolders (SPLADE with separate query and
     document encoders) is hashed with them."""
-    from irdistill.models.runtime import WEIGHT_FILES
-
     folder = _model_folder(name_or_path)
     if folder is None:
         return f"hub:{name_or_path}"

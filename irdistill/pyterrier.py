@@ -24,6 +24,9 @@ import pyterrier as pt
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import Run, ranked, read_run
 from irdistill.errors import IrdistillError
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.splade import Splade
+from irdistill.retrieval.sparse_index import SparseIndex, splade_search
 
 
 def _check_columns(frame: pd.DataFrame, needed: tuple[str, ...], what: str) -> None:
@@ -42,8 +45,6 @@ class ReRanker(pt.Transformer):
 
     def __init__(self, model, *, batch_size: int = 64, precision: str | None = None,
                  device: str | None = None, text_field: str = "text", verbose: bool = False):
-        from irdistill.models.cross_encoder import CrossEncoder
-
         self.model = model if isinstance(model, CrossEncoder) else CrossEncoder.from_pretrained(
             str(model), precision=precision, device=device)
         self.batch_size = batch_size
@@ -94,9 +95,6 @@ class SpladeRetriever(pt.Transformer):
 
     def __init__(self, model, index: str | Path, *, k: int = 1000, batch_size: int = 64,
                  precision: str | None = None):
-        from irdistill.models.splade import Splade
-        from irdistill.retrieval.sparse_index import SparseIndex
-
         self.model = model if isinstance(model, Splade) else Splade.from_pretrained(
             str(model), precision=precision)
         self.index = SparseIndex.load(Path(index))
@@ -104,8 +102,6 @@ class SpladeRetriever(pt.Transformer):
         self.batch_size = batch_size
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        from irdistill.retrieval.sparse_index import splade_search
-
         _check_columns(inp, ("qid", "query"), "SpladeRetriever")
         queries = dict(zip(inp["qid"].astype(str), inp["query"].astype(str)))
         run, _ = splade_search(self.model, self.index, queries, k=self.k,

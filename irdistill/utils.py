@@ -6,6 +6,9 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
+import torch
+
 
 def cache_dir() -> Path:
     """Where indexes and tokenised corpora are cached (``IRDISTILL_CACHE`` or ~/.cache/irdistill)."""
@@ -15,17 +18,12 @@ def cache_dir() -> Path:
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def default_device() -> str:
-    import torch
-
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -45,6 +43,7 @@ def setup_logging(verbose: bool = False) -> None:
 def quiet_ir_datasets(level: int = logging.WARNING) -> None:
     """ir_datasets gives each of its loggers level INFO on creation; lower its chatter."""
     try:
+        # ir_datasets takes a second to import: not at the CLI's start, which sets up logging
         from ir_datasets import log as irds_log
     except ImportError:
         return

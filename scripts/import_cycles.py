@@ -1,8 +1,15 @@
 """Import cycles between irdistill's modules, counting imports inside functions too (they hide a
-cycle from Python's import machinery but still tie the two modules together).
+cycle from Python's import machinery but still tie the two modules together), and the imports
+inside functions that do not say why they are there.
 
-    python scripts/import_cycles.py            # prints the graph's size and its cycles
-                                               # exit status 1 if there is any cycle
+    python scripts/import_cycles.py            # prints the graph's size, its cycles, and the
+                                               # unexplained imports inside functions; exit
+                                               # status 1 if there is any of either
+
+An import inside a function is explained by a comment on its line, on the line above it, or above
+the run of imports it belongs to (e.g. "optional dependency", "takes seconds to import"). The CLI
+(``irdistill/cli.py``) is exempt: its commands import what they run, so that ``irdistill --help``
+starts at once.
 """
 from __future__ import annotations
 
@@ -48,6 +55,35 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> tuple[set[str], se
 
     visit(ast.parse(path.read_text(encoding="utf-8")), False)
     return top, inner
+
+
+EXEMPT = ("cli.py",)
+
+
+def unexplained_imports(path: Path) -> list[int]:
+    """Line numbers of the imports inside functions of ``path`` that no comment explains."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[int] = []
+
+    def explained(node) -> bool:
+        if any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
+            return True
+        above = node.lineno - 2
+        while above >= 0 and (lines[above].strip().startswith(("import ", "from "))
+                              or not lines[above].strip()):
+            above -= 1  # the run of imports this one belongs to (blank lines between groups)
+        return above >= 0 and lines[above].strip().startswith("#")
+
+    def visit(node, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if in_function and isinstance(child, (ast.Import, ast.ImportFrom)) \
+                    and not explained(child):
+                found.append(child.lineno)
+            visit(child, nested)
+
+    visit(ast.parse("\n".join(lines)), False)
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -96,7 +132,14 @@ def main() -> int:
           f"{len(found)} cycle(s)")
     for component in found:
         print("  " + " <-> ".join(component))
-    return 1 if found else 0
+    unexplained = [f"{path.relative_to(PACKAGE.parent)}:{line}"
+                   for path in sorted(known.values()) if path.name not in EXEMPT
+                   for line in unexplained_imports(path)]
+    print(f"{len(unexplained)} import(s) inside functions without a comment saying why "
+          "(the CLI aside)")
+    for place in unexplained:
+        print("  " + place)
+    return 1 if found or unexplained else 0
 
 
 if __name__ == "__main__":

@@ -5,18 +5,17 @@ import json
 
 import pytest
 import torch
+from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
+from test_llm_teacher import tiny_llm  # noqa: F401  (fixture)
+from test_resume import finish, kill_when, start
+from tiny_models import QUESTIONS, TOPICS
+from toy_collection import Untouchable, write_toy_collection
 from typer.testing import CliRunner
 
 from irdistill.adapt.reranker import adapt_reranker, load_adapt_config
 from irdistill.cli import app
 from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError
-
-from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
-from test_llm_teacher import tiny_llm  # noqa: F401  (fixture)
-from test_resume import finish, kill_when, start
-from tiny_models import QUESTIONS, TOPICS
-from toy_collection import Untouchable, write_toy_collection
 
 
 def write_target(folder):
@@ -142,13 +141,13 @@ def test_a_generator_writes_the_pseudo_queries(tmp_path, tiny_bert, tiny_llm, mo
     """``generator`` loads a model through the LLM teacher's backends and its answers are the
     queries (an echo of each document's last words here, so that BM25 finds candidates; the
     real tiny models' answers are noise: tests/test_pseudo_queries.py runs them)."""
+    from test_pseudo_queries import EchoBackend
     from transformers import AutoTokenizer
 
-    import irdistill.teachers.llm as llm
-    from test_pseudo_queries import EchoBackend
+    import irdistill.adapt.pseudo as pseudo_module
 
     loaded = []
-    monkeypatch.setattr(llm, "load_backend", lambda name, *a, **k: loaded.append(name) or
+    monkeypatch.setattr(pseudo_module, "load_backend", lambda name, *a, **k: loaded.append(name) or
                         EchoBackend(AutoTokenizer.from_pretrained(name)))
     target = write_target(tmp_path / "target")
     config = load_adapt_config(overrides=tiny_settings(target, tiny_bert) + [

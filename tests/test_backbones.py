@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_models import FAMILIES, HUB_NAMES, QUESTIONS, TOPICS, build_tiny_model
 from typer.testing import CliRunner
 
 from irdistill.cli import app
@@ -24,8 +25,6 @@ from irdistill.errors import IrdistillError
 from irdistill.losses import LOSSES
 from irdistill.models import backbones
 from irdistill.models.cross_encoder import CrossEncoder
-
-from tiny_models import FAMILIES, HUB_NAMES, QUESTIONS, TOPICS, build_tiny_model
 
 #: the objectives of the reproduction study the matrix covers, as far as the library has them
 OBJECTIVES = ("bce", "infonce", "margin_mse", "ranknet")  # the objectives of the studies
@@ -330,8 +329,9 @@ def test_bf16_gradient_checkpointing_and_head_lr(family, tiny_models, mini_colle
                                                  tmp_path):
     """bf16 autocast and gradient checkpointing run on a CPU, and train.head_lr reaches the
     head: with head_lr=0 the head stays as it was while the encoder learns."""
-    from irdistill.train.engine import train
     from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from irdistill.train.engine import train
 
     start = tiny_models(family)
     seen = {"dtypes": set(), "checkpointed": False}

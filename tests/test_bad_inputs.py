@@ -11,12 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import DL19
+from toy_collection import write_toy_collection
 from typer.testing import CliRunner
 
 from irdistill.cli import app
-
-from conftest import DL19
-from toy_collection import write_toy_collection
 
 runner = CliRunner()
 GOOD_RUN = "q-bees Q0 bees-0 1 2.0 t\n"

@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import DL19
 from typer.testing import CliRunner
 
 from irdistill.cli import app
 from irdistill.provenance import read_run_provenance, sha256_file
-
-from conftest import DL19
 
 runner = CliRunner()
 
@@ -130,12 +129,12 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
     """--backend onnx and compile and --max-tokens 0 reach the scorer: every run ranks as the
     default one (a tiny model whose scores spread), and the provenance says how it scored."""
     pytest.importorskip("onnxruntime")
+    from tiny_models import build_tiny_model
+    from toy_collection import write_toy_collection
+
     from irdistill.data.trec import read_run
     from irdistill.evaluation import rerank as rerank_module
     from irdistill.models.cross_encoder import CrossEncoder
-
-    from tiny_models import build_tiny_model
-    from toy_collection import write_toy_collection
 
     toy = write_toy_collection(tmp_path / "toy")
     model = build_tiny_model("bert", tmp_path / "m", initializer_range=0.2)

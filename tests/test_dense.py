@@ -13,8 +13,7 @@ from irdistill.data.trec import read_run
 from irdistill.errors import IrdistillError
 from irdistill.retrieval import dense
 from irdistill.retrieval.bm25 import bm25_run, bm25_scores
-from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings, dense_run,
-                                       dense_scores)
+from irdistill.retrieval.dense import BiEncoder, DenseIndex, DenseSettings, dense_run, dense_scores
 from irdistill.teachers.ensemble import Teacher
 
 runner = CliRunner()

@@ -158,10 +158,10 @@ def test_training_uses_the_cheap_dropout_when_train_fast_dropout_is_on(tmp_path,
                                                                        monkeypatch, enabled):
     """``train.fast_dropout`` (on by default) reaches the trainer: the cheap masks are drawn in
     every training step with it on, never with it off; the saved model has plain dropout."""
+    from toy_collection import write_toy_collection
+
     from irdistill.config import load_config
     from irdistill.train.engine import train
-
-    from toy_collection import write_toy_collection
 
     toy = write_toy_collection(tmp_path / "toy")
     drawn = []

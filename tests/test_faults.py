@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_collection import write_toy_collection
 from typer.testing import CliRunner
 
 from irdistill.cli import app
@@ -21,8 +22,6 @@ from irdistill.losses.listwise import infonce
 from irdistill.train.base import MAX_FAULTS_IN_A_ROW
 from irdistill.train.engine import train
 from irdistill.train.resume import latest_checkpoint, step_of
-
-from toy_collection import write_toy_collection
 
 CALLS = {"n": 0}
 

@@ -282,12 +282,11 @@ def test_kd_vs_contrastive_table_pairs_each_student_with_its_size(tmp_path, monk
     import importlib.util
 
     import numpy as np
+    from conftest import REPO
+    from tiny_models import build_tiny_model
 
     from irdistill.evaluation.significance import holm
     from irdistill.experiments.report import load_grid_results
-
-    from conftest import REPO
-    from tiny_models import build_tiny_model
 
     def fake(config, output_dir, show_progress=True):  # a different spread model per cell
         seed = 100 * (config.loss == "bce") + 10 * config.model.num_hidden_layers + \

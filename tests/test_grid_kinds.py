@@ -4,12 +4,11 @@ with is trained once and shared; a rerun trains and evaluates nothing."""
 import json
 
 import pytest
+from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
 
 from irdistill.experiments import grid as grid_module
 from irdistill.experiments.grid import load_grid, run_grid
 from irdistill.experiments.report import load_grid_results
-
-from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
 
 SOURCE = """
     data: {{collection: beir/scifact/train, depth: 20, negatives: 1, max_queries: 8}}

@@ -4,11 +4,10 @@ sentence-transformers load without peft (and score alike); an interrupted LoRA r
 the same weights."""
 import pytest
 import torch
-
-from irdistill.errors import IrdistillError
-
 from test_train_eval import interrupt_at_batch, make_config, toy  # noqa: F401  (fixture)
 from tiny_models import build_tiny_model
+
+from irdistill.errors import IrdistillError
 
 pytest.importorskip("peft", reason="the lora extra is not installed")
 

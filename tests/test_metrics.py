@@ -1,10 +1,9 @@
 import pytest
+from conftest import DL19
 
 from irdistill.data.trec import read_qrels, read_run
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate
-
-from conftest import DL19
 
 
 def test_dl19_bm25_official_ndcg():

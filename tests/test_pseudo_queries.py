@@ -1,14 +1,13 @@
 """Inverse-cloze pseudo-queries from an unlabelled corpus: seeded, the sentence taken out of
 its document, only documents read, and a collection every command loads."""
 import pytest
+from toy_collection import Untouchable
 from typer.testing import CliRunner
 
 from irdistill.adapt.pseudo import ClozeSettings, inverse_cloze, sentences
 from irdistill.cli import app
 from irdistill.data.collection import Collection, load_collection
 from irdistill.errors import IrdistillError
-
-from toy_collection import Untouchable
 
 DOCS = {
     "d1": "Wings lift the aircraft at speed. Drag grows with the square of the velocity. Short.",

@@ -6,14 +6,14 @@ import statistics
 
 import numpy as np
 import pytest
+from conftest import DL19
 from scipy import stats
 from typer.testing import CliRunner
 
 from irdistill.errors import IrdistillError
-from irdistill.experiments.report import Result, ResultSet, build_report, deltas_csv, \
-    latex_escape, seed_averaged_per_query, to_csv, to_latex, to_markdown, write_report
-
-from conftest import DL19
+from irdistill.experiments.report import (Result, ResultSet, build_report, deltas_csv,
+                                          latex_escape, seed_averaged_per_query, to_csv, to_latex,
+                                          to_markdown, write_report)
 
 RNG = np.random.default_rng(3)
 N = 30

@@ -8,8 +8,8 @@ must resume model, optimizer, scheduler, data position (groups of several epochs
 state of dropout; re-ranking must keep the finished blocks and recompute only the rest.
 """
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from irdistill.train.resume import latest_checkpoint, list_checkpoints, step_of
-
 from conftest import REPO
 from toy_collection import write_toy_collection
+
+from irdistill.train.resume import latest_checkpoint, list_checkpoints, step_of
 
 CHILD = Path(__file__).with_name("interrupt_child.py")
 STEPS, SAVE = 12, 4  # 3 epochs of 8 groups, 2 groups per step

@@ -176,10 +176,10 @@ def test_torchrun_experiment_run_shares_the_work_and_writes_once(tiny_bert, beir
                                                                   scifact_available, tmp_path):
     """A grid under torchrun: the cell trains with DDP, the evaluations are shared, the first
     process writes every file once; the shared systems' results equal one process's."""
+    from test_grid import write_grid
     from typer.testing import CliRunner
 
     from irdistill.cli import app
-    from test_grid import write_grid
 
     axes = "  objective: [infonce]\n  seed: [1]"
     (tmp_path / "single").mkdir()

@@ -6,8 +6,8 @@ import pytest
 from scipy import stats
 
 from irdistill.errors import IrdistillError
-from irdistill.evaluation.significance import adjust, bonferroni, compare_to_baseline, holm, \
-    paired_pvalue
+from irdistill.evaluation.significance import (adjust, bonferroni, compare_to_baseline, holm,
+                                               paired_pvalue)
 
 # fixed per-query values of two systems (40 queries), reproducible
 RNG = np.random.default_rng(7)

@@ -4,12 +4,11 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 
 from irdistill.data.trec import ranked
 from irdistill.errors import IrdistillError
 from irdistill.retrieval.sparse_index import SparseIndex
-
-from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 
 VOCAB = 50
 

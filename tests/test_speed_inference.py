@@ -6,13 +6,12 @@ paths must not change: the inputs the model sees and the scores it gives.
 import numpy as np
 import pytest
 import torch
+from tiny_models import FAMILIES, QUESTIONS, TOPICS, build_tiny_model
 
 from irdistill import CrossEncoder
 from irdistill.errors import IrdistillError
 from irdistill.models.runtime import (DEFAULT_MAX_TOKENS, budget_for, cpu_has_native_bf16,
                                       plan_batches, resolve_precision)
-
-from tiny_models import FAMILIES, QUESTIONS, TOPICS, build_tiny_model
 
 
 def reference_collate(encoder, pairs):

@@ -5,8 +5,8 @@ import numpy as np
 from irdistill.config import config_hash, load_config, to_dict
 from irdistill.train import data as train_data
 from irdistill.train import engine
-from irdistill.train.sources import group_source
 from irdistill.train.ordering import length_grouped_order
+from irdistill.train.sources import group_source
 
 
 def test_length_grouped_order_is_a_seeded_permutation_of_similar_batches():

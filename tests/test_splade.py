@@ -7,13 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 
 from irdistill.errors import IrdistillError
 from irdistill.losses import get_regularizer
 from irdistill.losses.regularization import flops, l1
 from irdistill.models.splade import Splade, regularizer_weight, splade_pool
-
-from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
 
 TEXTS = ["The cell is the basic unit of life.", "Dogs are loyal animals that bark at night.",
          "stars", "What is the boiling point of water at high altitude?"]

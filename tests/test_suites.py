@@ -5,10 +5,11 @@ import json
 import pytest
 
 from irdistill.errors import IrdistillError
-from irdistill.evaluation.passages import PassageSettings, aggregate_passages, \
-    passage_collection, split_passages
-from irdistill.evaluation.suites import BEIR_13, LOTTE, SUITES, DatasetSpec, check_suite, \
-    evaluate_on_dataset, first_stage_run, get_suite, load_dataset, load_suites, suite_from_dict
+from irdistill.evaluation.passages import (PassageSettings, aggregate_passages, passage_collection,
+                                           split_passages)
+from irdistill.evaluation.suites import (BEIR_13, LOTTE, SUITES, DatasetSpec, check_suite,
+                                         evaluate_on_dataset, first_stage_run, get_suite,
+                                         load_dataset, load_suites, suite_from_dict)
 
 
 def test_builtin_suites_list_the_studies_datasets():

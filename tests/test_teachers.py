@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from irdistill.cli import app
 from irdistill.data.trec import read_run
 from irdistill.errors import IrdistillError
-from irdistill.teachers.ensemble import (ScoringSettings, Teacher, build_ensemble,
-                                         candidates_of, combine, normalise)
+from irdistill.teachers.ensemble import (ScoringSettings, Teacher, build_ensemble, candidates_of,
+                                         combine, normalise)
 
 runner = CliRunner()
 
@@ -148,8 +148,8 @@ def test_ensemble_command_stores_teachers_and_reuses_them(tmp_path, tiny_bert, t
 def test_interrupted_teacher_scoring_resumes_from_its_checkpoint(tmp_path, tiny_bert,
                                                                  beir_folder):
     from irdistill.data.collection import load_collection
-    from irdistill.teachers.ensemble import as_run, score_teacher
     from irdistill.provenance import candidates_digest, model_fingerprint
+    from irdistill.teachers.ensemble import as_run, score_teacher
     from irdistill.teachers.store import TeacherStore
 
     collection = load_collection(beir_folder, "test")

@@ -3,12 +3,11 @@ SPLADE's regulariser terms) reaches an experiment tracker, read back here from T
 event files and from MLflow's local store; a tracker that does not exist, or whose package is missing, fails before any file
 is written; a run's hash does not depend on its trackers (adding one to a resumed run is allowed)."""
 import pytest
+from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
+from test_train_eval import make_config, toy  # noqa: F401  (fixture)
 
 from irdistill.config import config_hash, load_config
 from irdistill.errors import IrdistillError
-
-from splade_helpers import tiny_mlm  # noqa: F401  (fixture)
-from test_train_eval import make_config, toy  # noqa: F401  (fixture)
 
 pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
 

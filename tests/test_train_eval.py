@@ -12,17 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_collection import write_toy_collection
 
 from irdistill.config import (HASH_NEUTRAL, check_config, check_not_evaluated, config_hash,
                               load_config, to_dict)
 from irdistill.errors import IrdistillError
-from irdistill.train import dev as dev_module
 from irdistill.train import data as train_data
+from irdistill.train import dev as dev_module
 from irdistill.train import engine, progress
-from irdistill.train.sources import group_source
 from irdistill.train.resume import latest_checkpoint, list_checkpoints, step_of
-
-from toy_collection import write_toy_collection
+from irdistill.train.sources import group_source
 
 
 @pytest.fixture
@@ -370,12 +369,13 @@ def test_under_torchrun_the_evaluation_is_shared_and_measured_once(toy, tiny_ber
     """2 processes (gloo): each re-ranks one of the 2 dev queries, the first measures the whole
     run, so the logged value is that of the saved model on both queries; one log line per
     evaluation; the time budget's clock (broadcast every step) leaves the processes in step."""
+    from test_scale_out import torchrun
+
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run
     from irdistill.evaluation.metrics import evaluate
     from irdistill.evaluation.rerank import rerank_run
     from irdistill.models.cross_encoder import CrossEncoder
-    from test_scale_out import torchrun
 
     out = tmp_path / "ddp"
     sets = {"model.name": tiny_bert, "data.collection": toy["folder"], "data.run": toy["run"],

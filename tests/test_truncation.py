@@ -15,15 +15,14 @@ import random
 
 import pytest
 import torch
+from test_backbones import one_thread, tiny_models  # noqa: F401  (fixtures)
+from test_train_eval import make_config, toy  # noqa: F401  (fixture)
+from tiny_models import FAMILIES, QUESTIONS, TOPICS
 
 from irdistill.errors import IrdistillError
 from irdistill.models import backbones
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.tokenization import PairEncoder, longest_first
-
-from test_backbones import one_thread, tiny_models  # noqa: F401  (fixtures)
-from test_train_eval import make_config, toy  # noqa: F401  (fixture)
-from tiny_models import FAMILIES, QUESTIONS, TOPICS
 
 WORDS = " ".join(s for sentences in TOPICS.values() for s in sentences).split()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
-
 from transformers import DataCollatorForLanguageModeling
 
 from irdistill.adapt.parts import domain_parameter_names, set_trainable

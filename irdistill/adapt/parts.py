@@ -9,9 +9,12 @@ of the MLM head (its transform and vocabulary bias), which SPLADE training adapt
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
+from transformers import AutoConfig
 
 from irdistill.errors import IrdistillError
+from irdistill.models.runtime import resolve_model_path
 
 
 def _layers(base: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -41,9 +44,6 @@ def _embeddings_path(base: nn.Module) -> str:
 def check_layer_count(name_or_path: str, k: int, keep_layers: int | None = None) -> None:
     """Fail before a model is loaded if its domain part of ``k`` layers is out of range
     (``keep_layers``: the model is cut to its first layers, ``model.num_hidden_layers``)."""
-    from transformers import AutoConfig
-
-    from irdistill.models.runtime import resolve_model_path
 
     layers = getattr(AutoConfig.from_pretrained(resolve_model_path(name_or_path)),
                      "num_hidden_layers", None)
@@ -101,8 +101,6 @@ def recombine(task_model: nn.Module, domain_model: nn.Module, layers: int) -> li
     Both must be the same architecture. Tied weights (the MLM output projection) follow the
     word embeddings they are tied to.
     """
-    import torch
-
     names = domain_parameter_names(task_model, layers)
     source = dict(domain_model.named_parameters())
     target = dict(task_model.named_parameters())

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from irdistill.data.collection import DocStore
 from irdistill.errors import IrdistillError
 from irdistill.io import atomic_write, check_output_folder, write_json
-from irdistill.provenance import provenance_record
+from irdistill.provenance import model_fingerprint, provenance_record
+from irdistill.teachers.llm import load_backend, truncate_words
 
 #: a sentence ends at . ! or ? followed by white space (abbreviations split too: a cut query
 #: is still a query)
@@ -151,8 +152,6 @@ def generated_queries(docs: DocStore, backend, settings: GenerationSettings,
     """``(queries, positives, texts, empty)``: like :func:`inverse_cloze`, with the query written
     by ``backend`` (:func:`irdistill.teachers.llm.load_backend`) from each chosen document, which
     stays as it is; ``empty`` counts the documents whose answer was empty (no query)."""
-    from irdistill.teachers.llm import truncate_words
-
     settings.check()
     texts = {doc_id: clean(text) for doc_id, text in tqdm(
         docs, desc="reading documents", unit="doc", disable=not show_progress)}
@@ -202,9 +201,6 @@ def write_pseudo_collection(source: str, docs: DocStore, output: str | Path,
         raise IrdistillError("the folder already holds a pseudo-query collection", path=output,
                              hint="choose a new output folder or delete this one")
     if isinstance(settings, GenerationSettings):
-        from irdistill.provenance import model_fingerprint
-        from irdistill.teachers.llm import load_backend
-
         settings.check()
         backend = backend or load_backend(settings.model, settings.backend,
                                           batch_size=settings.batch_size,

@@ -28,17 +28,23 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from irdistill.adapt.mlm import MLMConfig, train_mlm
 from irdistill.adapt.parts import check_layer_count, recombine
-from irdistill.config import to_dict, tree_hash
+from irdistill.config import from_dict, to_dict, tree_hash
 from irdistill.data.collection import Collection, load_collection
+from irdistill.data.trec import write_run
 from irdistill.errors import IrdistillError
+from irdistill.evaluation.metrics import evaluate, parse_measures
 from irdistill.io import write_json
-from irdistill.train.splade import SpladeConfig, train_splade
+from irdistill.models.runtime import check_precision
+from irdistill.models.splade import Splade, load_masked_lm
+from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
+from irdistill.train.splade import SpladeConfig, check_splade_config, train_splade
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +69,6 @@ class AdaptConfig:
 
 def check_adapt_config(config: AdaptConfig) -> AdaptConfig:
     """Check the values of an adaptation config before any work (its SPLADE training too)."""
-    from irdistill.evaluation.metrics import parse_measures
-    from irdistill.train.splade import check_splade_config
-
     check_splade_config(config.source)
     if config.source.model.separate_encoders:
         raise IrdistillError("domain adaptation needs a shared query/document encoder",
@@ -87,7 +90,6 @@ def check_adapt_config(config: AdaptConfig) -> AdaptConfig:
     if config.precision is not None and config.precision.endswith("-full"):
         raise IrdistillError(f"precision '{config.precision}' is a cross-encoder's (cast weights)",
                              hint="SPLADE takes fp32, bf16, fp16 (autocast) or auto")
-    from irdistill.models.runtime import check_precision
 
     check_precision(config.precision)
     return config
@@ -132,8 +134,6 @@ def settings_guard(folder: Path, settings: dict[str, Any]) -> None:
 
 def prepare_base(name: str, folder: Path) -> Path:
     """Save the backbone with its MLM head (initialised once if it had none)."""
-    from irdistill.models.splade import load_masked_lm
-
     if (folder / "config.json").exists():
         return folder
     model, tokenizer = load_masked_lm(name)
@@ -149,11 +149,6 @@ def evaluate_model(model_dir: str | Path, collection: Collection, folder: Path, 
                    precision: str | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Index the collection with a SPLADE model, search its queries and evaluate: measures,
     index statistics and query throughput (cached in ``folder``)."""
-    from irdistill.data.trec import write_run
-    from irdistill.evaluation.metrics import evaluate
-    from irdistill.models.splade import Splade
-    from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
-
     result_file = folder / "metrics.json"
     settings_guard(folder, {"model": str(model_dir), "collection": collection.name,
                              "depth": depth, "measures": list(measures),
@@ -231,8 +226,6 @@ def adapt(config: AdaptConfig, output_dir: str | Path, *, show_progress: bool = 
 
 
 def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeConfig:
-    from irdistill.config import from_dict
-
     data = to_dict(cfg)
     data["model"]["name"] = name
     data["freeze_domain_layers"] = freeze
@@ -241,8 +234,6 @@ def _replace_model(cfg: SpladeConfig, name: str, freeze: int | None) -> SpladeCo
 
 def _recombined(task_model: Path, domain_model: Path, layers: int, folder: Path) -> Path:
     """Save the SPLADE model of ``task_model`` with the domain part of ``domain_model``."""
-    from irdistill.models.splade import Splade
-
     if (folder / "irdistill.json").exists():
         return folder
     model = Splade.from_pretrained(str(task_model), device="cpu")
@@ -252,9 +243,6 @@ def _recombined(task_model: Path, domain_model: Path, layers: int, folder: Path)
 def save_recombined(model, encoder, domain_model: Path, layers: int, folder: Path) -> Path:
     """Put the domain part of the masked LM ``domain_model`` into ``encoder`` (the masked LM or
     classifier inside ``model``) and save ``model`` to ``folder`` atomically."""
-    import shutil
-
-    from irdistill.models.splade import load_masked_lm
 
     donor, _ = load_masked_lm(str(domain_model))
     names = recombine(encoder, donor, layers)

@@ -47,15 +47,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from irdistill.adapt.mlm import MLMConfig
-from irdistill.adapt.pseudo import ClozeSettings, GenerationSettings
-from irdistill.config import Config, check_config, from_dict, merge, to_dict
+from irdistill.adapt.parts import check_layer_count
+from irdistill.adapt.pseudo import ClozeSettings, GenerationSettings, write_pseudo_collection
+from irdistill.adapt.recipe import domain_mlm, prepare_base, save_recombined, settings_guard
+from irdistill.config import Config, check_config, from_dict, load_config, merge, to_dict
 from irdistill.data.collection import Collection, load_collection
+from irdistill.data.trec import ranked, write_qrels, write_run
+from irdistill.demo import DEMO_RECIPE, FIRST_STAGE_DEPTH, hybrid_teacher
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.metrics import parse_measures
+from irdistill.evaluation.rerank import rerank_run, scoring_identity
+from irdistill.evaluation.suites import slug
+from irdistill.experiments.report import build_report, load_run_results, write_report
 from irdistill.io import write_json
-from irdistill.models.runtime import check_precision
-from irdistill.teachers.ensemble import NORMALISATIONS, Teacher
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.runtime import check_precision, resolve_model_path, training_precision
+from irdistill.retrieval.bm25 import bm25_run
+from irdistill.retrieval.dense import dense_run
+from irdistill.teachers.ensemble import NORMALISATIONS, Teacher, build_ensemble
+from irdistill.teachers.llm import check_backend
+from irdistill.train.dev import scoring_precision
+from irdistill.train.engine import train
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +87,6 @@ PSEUDO_TRAINING = {
 
 
 def _source_training() -> Config:
-    from irdistill.demo import DEMO_RECIPE
-
     return from_dict(Config, DEMO_RECIPE)
 
 
@@ -141,8 +154,6 @@ class RerankerAdaptConfig:
         parse_measures(self.measures)
         self.pseudo.check()
         if self.generator is not None:
-            from irdistill.teachers.llm import check_backend
-
             GenerationSettings(model=self.generator, prompt=self.generator_prompt,
                                max_new_tokens=self.generator_max_new_tokens).check()
             check_backend(self.generator_backend)
@@ -156,9 +167,6 @@ class RerankerAdaptConfig:
 def _check_model(what: str, name: str) -> None:
     """``name`` resolves to a model whose config loads (a local folder, the bundled MiniLM, or
     a hub model that is cached or reachable)."""
-    from transformers import AutoConfig
-
-    from irdistill.models.runtime import resolve_model_path
 
     try:
         AutoConfig.from_pretrained(resolve_model_path(name))
@@ -172,9 +180,6 @@ def load_adapt_config(path: str | Path | None = None, overrides: list[str] | Non
                       ) -> RerankerAdaptConfig:
     """The config of a YAML file and ``--set`` overrides over the defaults, where a partly
     given ``training`` or ``source_training`` keeps the rest of its recipe."""
-    from irdistill.config import load_config
-    from irdistill.demo import DEMO_RECIPE
-
     return load_config(path, overrides, cls=RerankerAdaptConfig,
                        base={"training": PSEUDO_TRAINING, "source_training": DEMO_RECIPE})
 
@@ -188,8 +193,6 @@ def adapt_reranker(config: RerankerAdaptConfig, output_dir: str | Path, *,
     "seconds": {step: s}}``.
 
     ``target`` replaces the collection named in ``config`` (e.g. a subset)."""
-    from irdistill.adapt.recipe import settings_guard
-
     config.check()
     output_dir = Path(output_dir)
     target = target or load_collection(config.target, config.target_split)  # a bad one fails first
@@ -224,12 +227,6 @@ def adapt_reranker(config: RerankerAdaptConfig, output_dir: str | Path, *,
 def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: Collection,
                  show_progress: bool = True) -> Path:
     """Pseudo-queries of ``seed``, their teacher and the distillation; the model's folder."""
-    from irdistill.adapt.pseudo import write_pseudo_collection
-    from irdistill.adapt.recipe import settings_guard
-    from irdistill.retrieval.bm25 import bm25_run
-    from irdistill.teachers.ensemble import build_ensemble
-    from irdistill.train.engine import train
-
     settings: ClozeSettings | GenerationSettings = ClozeSettings(
         **{**asdict(config.pseudo), "seed": seed})
     if config.generator is not None:
@@ -268,10 +265,6 @@ def pseudo_adapt(config: RerankerAdaptConfig, seed: int, folder: Path, target: C
 def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
               show_progress: bool = True) -> tuple[Path, Path]:
     """``(adapted, control)``: the task model with the target's domain part, and as trained."""
-    from irdistill.adapt.parts import check_layer_count
-    from irdistill.adapt.recipe import domain_mlm, prepare_base
-    from irdistill.train.engine import train
-
     k = config.layers
     base = prepare_base(config.backbone, folder / "base")
     check_layer_count(str(base), k)
@@ -293,9 +286,6 @@ def recombined_cross_encoder(task_model: Path, domain_model: Path, layers: int,
                              folder: Path) -> Path:
     """Save the cross-encoder ``task_model`` with the domain part of the masked LM
     ``domain_model`` (:func:`irdistill.adapt.parts.recombine`)."""
-    from irdistill.adapt.recipe import save_recombined
-    from irdistill.models.cross_encoder import CrossEncoder
-
     if (folder / "config.json").exists():
         return folder
     model = CrossEncoder.from_pretrained(str(task_model), device="cpu")
@@ -315,17 +305,6 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
     (every seed) over the BM25 top-``depth`` of the target's queries; paired tests against the
     zero-shot re-ranker in ``report_dir`` (against BM25 in ``report_dir/against-bm25``). Returns the measures of each system (mean over
     seeds) and of each of its runs (by run file name)."""
-    from irdistill.data.trec import ranked, write_qrels, write_run
-    from irdistill.demo import FIRST_STAGE_DEPTH, hybrid_teacher
-    from irdistill.evaluation.rerank import rerank_run, scoring_identity
-    from irdistill.evaluation.suites import slug
-    from irdistill.experiments.report import build_report, load_run_results, write_report
-    from irdistill.models.cross_encoder import CrossEncoder
-    from irdistill.retrieval.bm25 import bm25_run
-    from irdistill.retrieval.dense import dense_run
-    from irdistill.train.dev import scoring_precision
-    from irdistill.models.runtime import training_precision
-
     qrels = target.require_qrels()  # the first read of the target's judgements
     runs_dir = folder / "runs"
     log.info("evaluation on %s: BM25, bi-encoder %s, hybrid", target.name, config.bi_encoder)

@@ -30,6 +30,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ir_datasets
+
 from irdistill.data.trec import Qrels, read_qrels
 from irdistill.errors import IrdistillError, suggest
 from irdistill.io import check_input_file, iter_lines
@@ -314,8 +316,6 @@ def unavailable_dataset(dataset_id: str, exc: BaseException) -> IrdistillError:
 
 
 def _load_irds(dataset_id: str) -> Collection:
-    import ir_datasets
-
     try:
         dataset = ir_datasets.load(dataset_id)
     except KeyError:
@@ -390,7 +390,6 @@ def check_collection_spec(spec: str | os.PathLike, split: str | None = None) -> 
                              path=path, hint="give the folder that holds the collection's files")
     if str(spec).startswith((".", "/", "~")):
         raise IrdistillError("collection folder not found", path=path, hint="check the path")
-    import ir_datasets
 
     if str(spec) not in ir_datasets.registry:
         raise _unknown_dataset(str(spec))
@@ -400,8 +399,6 @@ def check_collection_spec(spec: str | os.PathLike, split: str | None = None) -> 
 
 
 def _unknown_dataset(dataset_id: str) -> IrdistillError:
-    import ir_datasets
-
     return IrdistillError(
         f"unknown dataset id '{dataset_id}'",
         hint=suggest(dataset_id, ir_datasets.registry._registered.keys())

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from irdistill.data.groups import Group  # noqa: F401  (re-exported: the groups of every mode)
-from irdistill.data.trec import Qrels, Run, ranked
+from irdistill.data.trec import Qrels, Run, ranked, read_run
+from irdistill.data.triples import TripleGroups
 from irdistill.errors import IrdistillError, unknown_name
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,6 @@ def mining_options(data) -> dict:
     check_mining(data)
     if all(getattr(data, k, None) is None for k in MINING_KEYS):
         return {}
-    from irdistill.data.trec import read_run
 
     mining = Mining(rank_range=tuple(data.negatives_range) if data.negatives_range else None,
                     margin=data.false_negative_margin,
@@ -332,8 +332,6 @@ def _teacher_kwargs(kwargs: dict) -> dict:
 @register_mode("triples", "triples")
 def triple_groups(*, triples: str | None = None, max_queries: int | None = None, **_):
     """Groups ``[pos, neg]`` with targets ``[pos_score, neg_score]``, streamed from a triple file."""
-    from irdistill.data.triples import TripleGroups
-
     if not triples:
         raise IrdistillError("data.mode=triples needs data.triples, the path of a triple file",
                              hint="e.g. --set data.triples=bert_cat_ensemble_msmarcopassage_train_"

@@ -50,8 +50,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from irdistill.data.trec import Qrels, Run, ranked
+from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, suggest
+from irdistill.evaluation.metrics import evaluate
+from irdistill.io import check_output_file
+from irdistill.provenance import file_fingerprint, read_run_provenance, write_run_provenance
 
 METHODS = ("rrf", "wsum", "combsum", "combmnz")
 NORMS = ("minmax", "zscore", "none")
@@ -169,10 +172,6 @@ def fuse_files(paths: Sequence[str | Path], output: str | Path, method: str = "r
 
     Every input and setting is checked before anything is written. This is ``irdistill fuse``.
     """
-    from irdistill.data.trec import read_run, write_run
-    from irdistill.io import check_output_file
-    from irdistill.provenance import file_fingerprint, read_run_provenance, write_run_provenance
-
     output = check_output_file(output, "output run")
     if len(paths) < 2:
         raise IrdistillError(f"fusion needs at least two runs, got {len(paths)}",
@@ -225,8 +224,6 @@ def interpolate(first: Run, reranked: Run, alpha: float) -> Run:
 def tune_alpha(first: Run, reranked: Run, qrels: Qrels, measure: str = "nDCG@10",
                grid: Sequence[float] = tuple(i / 10 for i in range(11))) -> tuple[float, float]:
     """The weight of the grid with the best ``measure`` on these (held-out) queries."""
-    from irdistill.evaluation.metrics import evaluate
-
     best = None
     for alpha in grid:
         value = evaluate(interpolate(first, reranked, alpha), qrels, [measure]).aggregate[measure]

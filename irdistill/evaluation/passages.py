@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from irdistill.data.collection import Collection, DocStore
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError, unknown_name
+from irdistill.evaluation.rerank import rerank_run
 
 AGGREGATIONS = ("maxp", "firstp")
 SEPARATOR = "%p"  # passage id = document id + SEPARATOR + passage number
@@ -129,8 +130,6 @@ def rerank_passages(model, collection: Collection, run: Run, depth: int,
                     settings: PassageSettings, batch_size: int = 64,
                     show_progress: bool = True) -> dict[str, Run]:
     """Re-rank the top-``depth`` of ``run`` by passages; ``{aggregation: document run}``."""
-    from irdistill.evaluation.rerank import rerank_run
-
     settings.check()
     coll, passage_run = passage_collection(collection, run, depth, settings)
     scores = rerank_run(model, coll, passage_run, depth=len(coll.docs) + 1,

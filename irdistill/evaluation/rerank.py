@@ -24,12 +24,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from irdistill.data.collection import Collection, missing_docs_error
-from irdistill.data.trec import Run, ranked
+from irdistill.data.trec import Run, ranked, write_run
+from irdistill.distributed import is_distributed, is_main, rank, wait_for_everyone, world_size
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.sharding import last_uses, merge_runs, shard_blocks
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.runtime import DEFAULT_MAX_TOKENS
+from irdistill.provenance import candidates_digest, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +173,6 @@ def scoring_identity(model_source: str, model: CrossEncoder, collection: Collect
     """What re-ranking scores depend on, to tell whether a partial file belongs to a call:
     the model (its files' content), its lengths, precision and backend (torch, compile, onnx:
     each rounds differently), the collection, the candidates."""
-    from irdistill.provenance import candidates_digest, model_fingerprint
-
     identity = {"model": model_fingerprint(model_source),
                 "max_query_length": model.max_query_length,
                 "max_doc_length": model.max_doc_length,
@@ -198,9 +198,6 @@ def rerank_to_file(model, collection, candidates: Run, output, *, depth: int = 1
     process scores shard ``(rank, world size)`` into its own partial file, and the first process
     merges them into ``output`` once all are done. Returns the queries this process scored.
     """
-    from irdistill.data.trec import write_run
-    from irdistill.distributed import (is_distributed, is_main, rank, wait_for_everyone,
-                                       world_size)
     output = Path(output)
     launched = shard is None and is_distributed()
     if launched:

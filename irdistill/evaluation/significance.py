@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from irdistill.errors import IrdistillError, unknown_name
 
@@ -49,7 +50,6 @@ def paired_pvalue(a: Sequence[float], b: Sequence[float], test: str = "t") -> fl
     d = x - y
     if np.all(np.abs(d) <= EPS):  # float noise of averaged values is no difference
         return 1.0
-    from scipy import stats
 
     if test == "t":
         if np.ptp(d) <= EPS:

@@ -36,14 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ir_datasets
+
 from irdistill.config import from_dict, read_yaml
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import Run, ranked, read_run, write_run
+from irdistill.distributed import is_distributed, is_main, main_process_first, wait_for_everyone
 from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.metrics import Evaluation, evaluate, parse_measures
-from irdistill.evaluation.passages import PassageSettings
+from irdistill.evaluation.passages import PassageSettings, rerank_passages
+from irdistill.evaluation.rerank import rerank_to_file
 from irdistill.io import write_json
 from irdistill.provenance import package_versions
+from irdistill.retrieval.bm25 import bm25_run
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +181,6 @@ def check_dataset_id(spec: DatasetSpec) -> str:
     path = Path(spec.id)
     if path.is_dir():
         return "folder"
-    import ir_datasets
 
     if spec.id in ir_datasets.registry:
         if spec.split is not None:
@@ -251,7 +255,6 @@ def first_stage_run(suite: Suite, spec: DatasetSpec, collection: Collection) -> 
     if suite.first_stage == "run":
         run = read_run(spec.run, depth=suite.depth)
         return {q: docs for q, docs in run.items() if q in collection.qrels}
-    from irdistill.retrieval.bm25 import bm25_run
 
     return bm25_run(collection, k=suite.depth, query_ids=judged)
 
@@ -290,9 +293,6 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
     others wait) and the first one writes the run and the results (the others return an empty
     dict).
     """
-    from irdistill.distributed import is_distributed, is_main, main_process_first, \
-        wait_for_everyone
-
     wait_for_everyone()  # under torchrun every process looks at the files at the same moment
     prefix = Path(prefix)
     result_path = prefix.with_name(prefix.name + ".json")
@@ -324,8 +324,6 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
             coll.docs.get_many([next(iter(cands[q])) for q in sorted(cands)[:1] if cands[q]])
         scorer = model()
         if suite.passages is not None:
-            from irdistill.evaluation.passages import rerank_passages
-
             # one process scores the passages, the others wait (distributed.TIMEOUT)
             with main_process_first():
                 if all(p.exists() for p in paths.values()):
@@ -336,8 +334,6 @@ def evaluate_on_dataset(prefix: str | Path, suite: Suite, spec: DatasetSpec, *,
                     for v, run in runs.items():
                         write_run(paths[v], run, tag=slug(system))
         else:
-            from irdistill.evaluation.rerank import rerank_to_file
-
             # finished blocks are kept (a killed grid loses at most one block here); under
             # torchrun each process scores its share and the first one writes the merged run
             rerank_to_file(scorer, coll, cands, paths[""], depth=suite.depth,

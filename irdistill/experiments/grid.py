@@ -51,15 +51,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irdistill.config import Config, config_hash, from_dict, merge, parse_overrides, read_yaml, \
-    to_dict
+from irdistill.config import (Config, config_hash, from_dict, merge, parse_overrides, read_yaml,
+                              to_dict)
+from irdistill.data.trec import read_run
+from irdistill.distributed import device_for_rank, is_main, wait_for_everyone
 from irdistill.errors import IrdistillError, suggest, unknown_name
-from irdistill.evaluation.suites import Suite, check_suite, dataset_key, evaluate_on_dataset, \
-    first_stage_run, get_suite, load_dataset, slug, suite_from_dict
+from irdistill.evaluation.suites import (VARIANT_TITLES, Suite, check_suite, dataset_key,
+                                         evaluate_on_dataset, first_stage_run, get_suite,
+                                         load_dataset, load_suites, slug, suite_from_dict)
 from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
 from irdistill.io import write_json
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.model_card import add_evaluation
 from irdistill.provenance import write_provenance
 from irdistill.train.folder import RunFolder
+from irdistill.utils import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +219,6 @@ def _parse_axis(name: str, raw: Any, kind: Kind | None = None) -> Axis:
 def _resolve_suites(names: Any, definitions: Any, base_dir: Path) -> list[Suite]:
     user = {}
     if isinstance(definitions, str):  # a YAML file of suites, relative to the grid file
-        from irdistill.evaluation.suites import load_suites
-
         user = load_suites(base_dir / definitions)
     elif definitions:
         if not isinstance(definitions, dict):
@@ -483,9 +487,6 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
 def record_in_card(model_dir: Path, task: EvalTask, evaluations: dict) -> None:
     """Write the figures of a finished evaluation (``{variant: Evaluation}``) into the model's
     card (``model-index``), so the model folder says how good it is on each suite dataset."""
-    from irdistill.evaluation.suites import VARIANT_TITLES
-    from irdistill.models.model_card import add_evaluation
-
     name = f"{task.suite.name}/{task.dataset.label}"
     for variant, evaluation in evaluations.items():
         add_evaluation(model_dir, f"{name} {VARIANT_TITLES[variant]}" if variant else name,
@@ -498,11 +499,6 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
     With ``dry_run`` nothing is trained, evaluated or written: the status of each cell is
     returned.
     """
-    from irdistill.data.trec import read_run
-    from irdistill.distributed import device_for_rank, is_main, wait_for_everyone
-    from irdistill.models.cross_encoder import CrossEncoder
-    from irdistill.utils import seed_everything
-
     cells = grid.cells()
     _check_names(grid, cells, inputs=not dry_run)
     if dry_run:

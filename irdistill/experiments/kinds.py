@@ -23,8 +23,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from irdistill.config import Config, config_hash
+from irdistill.adapt.parts import check_layer_count
+from irdistill.adapt.recipe import AdaptConfig, adapt, check_adapt_config, zero_shot_splade
+from irdistill.config import Config, check_config, config_hash, resolve_stage
+from irdistill.data.collection import check_collection_spec
+from irdistill.data.sampling import MODES
 from irdistill.errors import unknown_name
+from irdistill.losses import get_loss
+from irdistill.models.runtime import resolve_model_path, training_precision
+from irdistill.models.splade import Splade
+from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
+from irdistill.train.dev import scoring_precision
+from irdistill.train.engine import check_inputs, train
+from irdistill.train.splade import SpladeConfig, check_splade_config, train_splade
 
 
 @dataclass
@@ -46,8 +57,6 @@ AXIS_ALIASES = {"objective": "loss", "backbone": "model.name", "teacher": "data.
 def train_model(config: Config, output_dir: Path, show_progress: bool = True) -> Path:
     """The training call of a cross-encoder cell (a module-level name, so tests can count its
     calls)."""
-    from irdistill.train.engine import train
-
     return train(config, output_dir, show_progress=show_progress)
 
 
@@ -91,11 +100,6 @@ class CrossEncoderKind(Kind):
     untrained = True
 
     def check(self, config: Config, inputs: bool) -> None:
-        from irdistill.config import check_config, resolve_stage
-        from irdistill.data.sampling import MODES
-        from irdistill.losses import get_loss
-        from irdistill.train.engine import check_inputs
-
         def field_of(obj, *path):
             for key in path:
                 obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
@@ -126,23 +130,15 @@ class SpladeKind(Kind):
 
     @property
     def config_cls(self):
-        from irdistill.train.splade import SpladeConfig
-
         return SpladeConfig
 
     def check(self, config, inputs: bool) -> None:
-        from irdistill.train.splade import check_splade_config
-
         check_splade_config(config)
         if inputs:
-            from irdistill.models.runtime import resolve_model_path
-
             resolve_model_path(config.model.name)
 
     def train(self, config, folder: Path, shared: dict[str, Path],
               show_progress: bool = True) -> dict[str, Path]:
-        from irdistill.train.splade import train_splade
-
         return {"": Path(train_splade(config, folder, show_progress=show_progress))}
 
 
@@ -154,8 +150,6 @@ class SpladeAdaptKind(Kind):
 
     @property
     def config_cls(self):
-        from irdistill.adapt.recipe import AdaptConfig
-
         return AdaptConfig
 
     def seed(self, config) -> int:
@@ -165,14 +159,9 @@ class SpladeAdaptKind(Kind):
         return config.precision or "fp32"
 
     def check(self, config, inputs: bool) -> None:
-        from irdistill.adapt.recipe import check_adapt_config
-
         check_adapt_config(config)  # the source's SPLADE training too
         if not inputs:
             return
-        from irdistill.adapt.parts import check_layer_count
-        from irdistill.data.collection import check_collection_spec
-        from irdistill.models.runtime import resolve_model_path
 
         check_collection_spec(config.target, config.target_split)
         check_layer_count(config.source.model.name, config.layers)
@@ -185,8 +174,6 @@ class SpladeAdaptKind(Kind):
     def shared_models(self, configs: list) -> dict[str, SharedModel]:
         """One zero-shot model per distinct source training; several of them (other than by
         seed, which makes seeds of one system) are told apart by their settings' hash."""
-        from irdistill.adapt.recipe import zero_shot_splade
-
         def unseeded(config) -> str:  # the source training but its seed
             return config_hash(replace(config.source, train=replace(config.source.train, seed=0)))
 
@@ -212,8 +199,6 @@ class SpladeAdaptKind(Kind):
 
     def train(self, config, folder: Path, shared: dict[str, Path],
               show_progress: bool = True) -> dict[str, Path]:
-        from irdistill.adapt.recipe import adapt
-
         zero_shot = config.zero_shot_model or str(shared[self._zero_shot_key(config)])
         report = adapt(replace(config, zero_shot_model=zero_shot, evaluate=False), folder,
                        show_progress=show_progress)
@@ -238,12 +223,6 @@ def splade_retrieval(model_dir: str | Path, precision: str | None, index_dir: Pa
     """``collection -> run``: the SPLADE model's top-``depth`` for the collection's queries,
     over an index of the collection kept in ``index_dir`` (built on first use)."""
     def retrieve(collection) -> dict[str, dict[str, float]]:
-        from irdistill.models.splade import Splade
-        from irdistill.retrieval.sparse_index import (SparseIndex, build_splade_index,
-                                                      splade_search)
-        from irdistill.train.dev import scoring_precision
-        from irdistill.models.runtime import training_precision
-
         model = Splade.from_pretrained(str(model_dir), precision=scoring_precision(
             training_precision(precision or "fp32")))
         if (index_dir / "meta.json").exists():

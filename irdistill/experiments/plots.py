@@ -16,6 +16,8 @@ import json
 import logging
 from pathlib import Path
 
+from irdistill.config import read_yaml
+from irdistill.errors import IrdistillError
 from irdistill.experiments.report import Report, seed_cells
 from irdistill.train.folder import RunFolder
 
@@ -23,10 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def _pyplot():
+    # pyplot and its backend are chosen at the first plot, so importing this module leaves a
+    # notebook's backend alone
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as above
 
     return plt
 
@@ -250,9 +254,6 @@ def read_evaluations(train_log: str | Path) -> list[dict]:
 
 def batch_size_of(train_log: str | Path) -> int:
     """``train.batch_size`` of the training run whose ``train_log.jsonl`` this is."""
-    from irdistill.config import read_yaml
-    from irdistill.errors import IrdistillError
-
     path = Path(train_log).parent / "config.yaml"
     if not path.exists():
         raise IrdistillError("no config.yaml beside the training log", path=path,

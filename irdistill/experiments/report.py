@@ -22,9 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from irdistill.config import from_dict
+from irdistill.data.collection import load_qrels
+from irdistill.data.trec import read_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.evaluation.significance import CORRECTIONS, TEST_NAMES, PairedComparison, \
-    compare_to_baseline
+from irdistill.evaluation.metrics import evaluate
+from irdistill.evaluation.significance import (CORRECTIONS, TEST_NAMES, PairedComparison,
+                                               compare_to_baseline)
+from irdistill.evaluation.suites import VARIANT_TITLES, Suite
+from irdistill.experiments.grid import load_grid
 from irdistill.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -79,8 +85,6 @@ class ResultSet:
 def _grid_root(source: str | Path) -> Path:
     path = Path(source)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        from irdistill.experiments.grid import load_grid
-
         path = load_grid(path).output
     if not (path / "experiment.json").exists():
         raise IrdistillError("no experiment.json: not the output folder of an experiment",
@@ -91,8 +95,6 @@ def _grid_root(source: str | Path) -> Path:
 
 def load_grid_results(source: str | Path) -> ResultSet:
     """Every finished evaluation of a grid (its output folder or its YAML file)."""
-    from irdistill.evaluation.suites import VARIANT_TITLES
-
     root = _grid_root(source)
     manifest = json.loads((root / "experiment.json").read_text(encoding="utf-8"))
     results, missing = [], 0
@@ -114,8 +116,6 @@ def load_grid_results(source: str | Path) -> ResultSet:
     if not results:
         raise IrdistillError("the experiment has no finished evaluation yet", path=root,
                              hint="run `irdistill experiment run` first")
-    from irdistill.config import from_dict
-    from irdistill.evaluation.suites import Suite
 
     texts: dict[str, list[str]] = {}
     for body in manifest["suites"].values():
@@ -145,10 +145,6 @@ def load_run_results(runs: Sequence[tuple[str, str | Path]], qrels: str, measure
                      *, dataset: str | None = None, first_stage: str | None = None,
                      untrained: str | None = None, depth: int | None = None) -> ResultSet:
     """Evaluate TREC runs against one set of qrels; runs sharing a name are seeds of a system."""
-    from irdistill.data.collection import load_qrels
-    from irdistill.data.trec import read_run
-    from irdistill.evaluation.metrics import evaluate
-
     if not runs:
         raise IrdistillError("no run to compare", hint="give run files, e.g. bm25=bm25.trec")
     names = [n for n, _ in runs]

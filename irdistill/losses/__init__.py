@@ -11,6 +11,9 @@
 The sparse regularisers ``flops`` and ``l1`` take a ``[batch, vocab]`` representation instead
 and are in :data:`REGULARIZERS` (see :mod:`irdistill.losses.regularization`).
 """
+import inspect
+
+from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.losses import (approximate, listwise, pairwise, pointwise,  # noqa: F401
                               regularization)
 from irdistill.losses.base import LOSSES, REGULARIZERS, register
@@ -20,12 +23,8 @@ __all__ = ["LOSSES", "REGULARIZERS", "register", "get_loss", "get_regularizer",
 
 
 def get_loss(name: str):
-    from irdistill.errors import unknown_name
-
     if name not in LOSSES:
         if name in REGULARIZERS:
-            from irdistill.errors import IrdistillError
-
             raise IrdistillError(f"'{name}' is a sparse regulariser, not a ranking loss",
                                  hint=f"choose a loss: {', '.join(sorted(LOSSES))}")
         raise unknown_name("loss", name, LOSSES)
@@ -33,8 +32,6 @@ def get_loss(name: str):
 
 
 def get_regularizer(name: str):
-    from irdistill.errors import unknown_name
-
     if name not in REGULARIZERS:
         raise unknown_name("regularizer", name, REGULARIZERS)
     return REGULARIZERS[name]
@@ -42,16 +39,12 @@ def get_regularizer(name: str):
 
 def loss_parameters(name: str) -> dict[str, object]:
     """The parameters of loss ``name`` beyond scores, targets and mask, with their defaults."""
-    import inspect
-
     signature = inspect.signature(get_loss(name))
     return {p.name: p.default for p in list(signature.parameters.values())[3:]}
 
 
 def check_loss_params(name: str, params: dict) -> None:
     """Raise a clear error for a ``loss_params`` key that loss ``name`` does not take."""
-    from irdistill.errors import IrdistillError, suggest
-
     allowed = loss_parameters(name)
     for key in params:
         if key not in allowed:

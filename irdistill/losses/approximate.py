@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from irdistill.losses.base import (approx_ranks, check_inputs, reduce_terms, register,
-                                   target_ranks)
+from irdistill.losses.base import approx_ranks, check_inputs, reduce_terms, register, target_ranks
 from irdistill.losses.listwise import _gains, _ideal_dcg
 
 

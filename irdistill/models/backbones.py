@@ -35,6 +35,10 @@ import inspect
 import logging
 from dataclasses import dataclass
 
+import torch
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+from transformers.utils import is_flash_attn_2_available
+
 from irdistill.errors import IrdistillError, unknown_name
 
 log = logging.getLogger(__name__)
@@ -105,8 +109,6 @@ def padding_id(model, tokenizer) -> int:
 def _position_table(model):
     """The absolute position embedding table, None if positions are relative or rotary
     (DeBERTa-v3, ModernBERT), or ``...`` if the model has no ``embeddings`` to look in."""
-    import torch
-
     embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
     if embeddings is None:
         return ...
@@ -172,8 +174,6 @@ def split_parameters(model) -> tuple[list[tuple[str, object]], list[tuple[str, o
 
 # -- attention kernel and precision ---------------------------------------------------------------
 def _model_class(config):
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
     try:
         return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
     except KeyError:
@@ -182,9 +182,6 @@ def _model_class(config):
 
 def flash_attention_available(device: str | None = None) -> bool:
     """FlashAttention-2 needs a CUDA device and the ``flash-attn`` package."""
-    import torch
-    from transformers.utils import is_flash_attn_2_available
-
     if device is not None and not str(device).startswith("cuda"):
         return False
     return torch.cuda.is_available() and is_flash_attn_2_available()

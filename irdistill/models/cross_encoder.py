@@ -13,16 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from irdistill.errors import IrdistillError, suggest
 from irdistill.io import write_json
 from irdistill.models import backbones
-from irdistill.models.model_card import EVALUATION_FILE
+from irdistill.models.model_card import EVALUATION_FILE, write_model_card
+from irdistill.models.onnx import OnnxRunner, export_onnx
 from irdistill.models.runtime import (BUNDLED_ALIASES, DEFAULT_MAX_TOKENS, autocast_context,
                                       budget_for, check_device, check_precision, plan_batches,
                                       resolve_model_path, resolve_precision)
 from irdistill.models.tokenization import PairEncoder
+from irdistill.utils import default_device
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,6 @@ class CrossEncoder:
         """``truncation``: ``segments`` (query and document cut to their own lengths) or
         ``pair`` (the pair cut to their sum, longest first, as sentence-transformers does); see
         :mod:`irdistill.models.tokenization`."""
-        from irdistill.utils import default_device
-
         self.model = model
         self.tokenizer = tokenizer
         check_precision(precision)
@@ -102,9 +104,6 @@ class CrossEncoder:
         :func:`irdistill.models.backbones.resolve_attn_implementation`), chosen for the device
         the model will run on: ``attn_device``, else ``device``, else the best available.
         """
-        from irdistill.utils import default_device
-
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         path = resolve_model_path(name_or_path)
         settings = {}
@@ -131,7 +130,6 @@ class CrossEncoder:
                 raise IrdistillError(f"num_hidden_layers={num_hidden_layers} exceeds the model's "
                                      f"{config.num_hidden_layers} layers")
             config.num_hidden_layers = num_hidden_layers
-        import transformers
 
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the new head's "newly initialized" notice
@@ -169,8 +167,6 @@ class CrossEncoder:
         model card (README.md). ``card``: what training produced the model (see
         :func:`irdistill.models.model_card.render_card`); kept in ``irdistill.json`` so the card
         can be rewritten later, e.g. with evaluation figures."""
-        from irdistill.models.model_card import write_model_card
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         # sentence-transformers applies no activation on top of the raw score
@@ -277,8 +273,6 @@ class CrossEncoder:
         """Score with ONNX Runtime from now on: export the model to ONNX (once; cached by the
         weights' content under ``folder``, default the irdistill cache) and open a session.
         Scores match PyTorch's fp32 scores to about 1e-5. Returns the ONNX file."""
-        from irdistill.models.onnx import OnnxRunner, export_onnx
-
         if self.precision is not None:
             raise IrdistillError(f"the ONNX backend runs in fp32, not {self.precision}",
                                  hint="leave precision unset (fp32) with the ONNX backend")

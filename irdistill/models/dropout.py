@@ -30,6 +30,9 @@ import math
 from typing import Iterator
 
 import torch
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 #: the attention implementation name registered with transformers
 ATTENTION = "irdistill-sdpa"
@@ -70,8 +73,6 @@ def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
     """transformers' attention-function signature (``[batch, heads, length, dim]`` inputs,
     ``[batch, length, heads, dim]`` output). With dropout on a CPU: the explicit softmax with a
     :func:`keep_mask`; otherwise transformers' SDPA function, unchanged."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if _falls_back(module, query, key, dropout, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
@@ -93,9 +94,6 @@ def attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
 
 def register() -> None:
     """Register :func:`attention` (and SDPA's mask format) under :data:`ATTENTION`."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
     AttentionInterface.register(ATTENTION, attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
 
@@ -116,8 +114,6 @@ def cpu_dropout(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
     :data:`ATTENTION`; all put back afterwards. Yields the number of modules switched (0 when
     disabled). Models with their own attention code (DeBERTa-v3) keep it; their
     ``nn.Dropout`` modules still switch."""
-    from transformers import PreTrainedModel
-
     if not enabled:
         yield 0
         return

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from irdistill.errors import IrdistillError
+from irdistill.utils import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ OPSET = 17
 
 def _require_onnxruntime():
     try:
-        import onnxruntime
+        import onnxruntime  # optional dependency: irdistill[onnx]
     except ImportError:
         raise IrdistillError("the ONNX backend needs onnxruntime",
                              hint="pip install onnxruntime onnx (or irdistill[onnx])") from None
@@ -86,7 +87,6 @@ def export_onnx(model: torch.nn.Module, encoder, folder: str | Path | None = Non
     graph ONNX Runtime's optimizer recognises and fuses.
     """
     _require_onnxruntime()
-    from irdistill.utils import cache_dir
 
     names = input_names(encoder)
     key = hashlib.sha256(json.dumps([weights_digest(model), names, OPSET, optimize,
@@ -135,7 +135,7 @@ def _optimize(path: Path, config, out: Path) -> Path | None:
     """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer (BERT-like
     graphs); None when the optimizer cannot handle the graph (then the plain export is used)."""
     try:
-        from onnxruntime.transformers.optimizer import optimize_model
+        from onnxruntime.transformers.optimizer import optimize_model  # optional, as above
     except ImportError:
         return None
     model_type = {"bert": "bert", "roberta": "bert", "electra": "bert",

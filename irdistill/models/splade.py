@@ -35,12 +35,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+import transformers
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from irdistill.errors import IrdistillError
+from irdistill.io import write_json
 from irdistill.models.runtime import autocast_context, resolve_model_path, resolve_precision
+from irdistill.utils import default_device
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +140,6 @@ def _init_mlm_head(model, tokenizer, missing: set[str], name: str) -> None:
 def load_masked_lm(name_or_path: str, **model_kwargs):
     """``(model, tokenizer)`` of a masked LM; a checkpoint without MLM head gets one (see module
     docstring)."""
-    import transformers
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -202,8 +204,6 @@ class Splade:
     def __init__(self, doc_model, tokenizer, query_model=None, max_query_length: int = 32,
                  max_doc_length: int = 256, device: str | torch.device | None = None,
                  precision: str | None = None):
-        from irdistill.utils import default_device
-
         self.encoders = SpladeEncoders(doc_model, query_model)
         self.tokenizer = tokenizer
         self.max_query_length = max_query_length
@@ -328,8 +328,6 @@ class Splade:
                    show_progress: bool = False, desc: str = "encoding"):
         """Sparse vectors (``scipy.sparse.csr_matrix``, ``[len(rows), vocab]``, float32) of
         pre-tokenised texts, encoded longest first in batches with dynamic padding."""
-        import scipy.sparse as sp
-
         if not rows:
             return sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
@@ -366,6 +364,4 @@ class Splade:
 
 
 def _write_json(path: Path, obj) -> None:
-    from irdistill.io import write_json
-
     write_json(path, obj)

@@ -14,11 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import bm25s
 import numpy as np
+import Stemmer
+from bm25s.tokenization import Tokenizer
 
-from irdistill.data.collection import Collection
-from irdistill.data.trec import Run
-from irdistill.errors import IrdistillError
+from irdistill.data.collection import Collection, missing_docs_error
+from irdistill.data.trec import Run, write_run
+from irdistill.provenance import write_run_provenance
 from irdistill.utils import cache_dir
 
 log = logging.getLogger(__name__)
@@ -38,15 +41,8 @@ class BM25Settings:
 
 
 def _tokenizer(settings: BM25Settings):
-    from bm25s.tokenization import Tokenizer
-
     stemmer = None
     if settings.stemmer:
-        try:
-            import Stemmer
-        except ImportError:
-            raise IrdistillError("BM25 stemming needs PyStemmer",
-                                 hint="pip install PyStemmer, or set stemmer to none") from None
         stemmer = Stemmer.Stemmer(settings.stemmer).stemWord
     return Tokenizer(stopwords=settings.stopwords, stemmer=stemmer)
 
@@ -64,8 +60,6 @@ class BM25:
     def build(cls, collection: Collection, settings: BM25Settings = BM25Settings(),
               cache: Path | None = None) -> BM25:
         """Load the cached index of ``collection`` or build it in one streaming pass and cache it."""
-        import bm25s
-
         # bm25s sets its own logger to DEBUG on import; keep it at the project's level
         logging.getLogger("bm25s").setLevel(max(logging.getLogger().level, logging.WARNING))
 
@@ -154,8 +148,6 @@ class BM25:
             docs = list(candidates[qid])
             missing = [d for d in docs if d not in row]
             if missing:
-                from irdistill.data.collection import missing_docs_error
-
                 raise missing_docs_error(missing, "of this BM25 index")
             scores = (self.retriever.get_scores_from_ids(list(tokens)) if tokens
                       else np.zeros(len(self.doc_ids)))
@@ -182,9 +174,6 @@ def write_bm25_run(path, collection: Collection, k: int = 100,
                    settings: BM25Settings = BM25Settings(), source: str | None = None) -> Run:
     """BM25 top-``k`` of every query written as a TREC run (atomically), with its provenance
     beside it (``<stem>.provenance.json``: collection, settings, versions, the run's hash)."""
-    from irdistill.data.trec import write_run
-    from irdistill.provenance import write_run_provenance
-
     run = bm25_run(collection, k, settings)
     write_run(path, run, tag="bm25")
     write_run_provenance(path, kind="bm25", config={"k": k, **asdict(settings)},

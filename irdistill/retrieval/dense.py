@@ -44,12 +44,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from irdistill.config import TRAINING_PRECISIONS  # of the encoder: fp32, autocast bf16/fp16, auto
-from irdistill.data.collection import Collection
-from irdistill.data.trec import Run
+from irdistill.data.collection import Collection, missing_docs_error
+from irdistill.data.trec import Run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.utils import cache_dir
+from irdistill.io import append_jsonl, read_jsonl_checkpoint, write_json
+from irdistill.models.cross_encoder import _load_error
+from irdistill.models.runtime import (autocast_context, check_device, resolve_model_path,
+                                      resolve_precision)
+from irdistill.provenance import model_fingerprint, sha256_file, write_run_provenance
+from irdistill.utils import cache_dir, default_device
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +90,6 @@ class DenseSettings:
             raise unknown_name("precision", str(self.precision), TRAINING_PRECISIONS)
         if self.dtype not in DTYPES:
             raise unknown_name("embedding dtype", str(self.dtype), DTYPES)
-        from irdistill.models.runtime import check_device
 
         check_device(self.device)
 
@@ -91,10 +97,6 @@ class DenseSettings:
 def effective_precision(device: str | None, precision: str | None) -> str:
     """What the encoder computes in: ``auto`` resolved for the device, and fp16 autocast on a
     CPU (which autocast does not do) read as fp32. This, not the request, keys the cache."""
-    import torch
-
-    from irdistill.models.runtime import resolve_precision
-    from irdistill.utils import default_device
 
     device = torch.device(device or default_device())
     resolved = resolve_precision(device, precision or "fp32")
@@ -107,9 +109,6 @@ def bi_encoder_fingerprint(name_or_path: str) -> str:
     """Content hash of a bi-encoder: :func:`irdistill.provenance.model_fingerprint` (config,
     tokenizer, weights, modules' subfolders) plus its sentence-transformers files (modules,
     prompts, lengths); ``hub:<name>`` for a hub model that is not a local folder."""
-    from irdistill.models.runtime import resolve_model_path
-    from irdistill.provenance import model_fingerprint, sha256_file
-
     base = model_fingerprint(name_or_path)
     folder = Path(resolve_model_path(name_or_path))
     if base.startswith("hub:") or not folder.is_dir():
@@ -131,8 +130,6 @@ class BiEncoder:
 
     def __init__(self, model, name: str, path: str, *, max_length: int | None = None,
                  precision: str = "auto", device: str | None = None):
-        import torch
-
         self.model = model
         self.name = name
         self.path = path
@@ -161,17 +158,10 @@ class BiEncoder:
     def from_pretrained(cls, name_or_path: str, *, max_length: int | None = None,
                         precision: str = "auto", device: str | None = None) -> BiEncoder:
         """Load a sentence-transformers folder, a hub name, or the bundled MiniLM (``minilm``)."""
-        from irdistill.models.cross_encoder import _load_error
-        from irdistill.models.runtime import resolve_model_path
-        from irdistill.utils import default_device
-
         path = resolve_model_path(name_or_path)
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise IrdistillError("dense retrieval needs sentence-transformers",
-                                 hint="pip install 'sentence-transformers>=5.0'") from None
+        # sentence-transformers takes seconds to import: only when a bi-encoder is loaded
         import transformers
+        from sentence_transformers import SentenceTransformer
 
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # its weight-loading bars and notices
@@ -219,10 +209,6 @@ class BiEncoder:
         return int(getter())
 
     def _encode(self, texts: Sequence[str], prompt: str, batch_size: int) -> np.ndarray:
-        import torch
-
-        from irdistill.models.runtime import autocast_context
-
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         precision = None if self.precision == "fp32" else self.precision
@@ -289,7 +275,7 @@ def _refuse(folder: Path, problem: str, file: str = "settings.json") -> Irdistil
 def _locked(folder: Path) -> Iterator[None]:
     """One process builds a cache folder at a time (others wait, then find it built)."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:  # not on POSIX: no lock
         yield
         return
@@ -361,8 +347,6 @@ class DenseIndex:
     @staticmethod
     def _check_identity(folder: Path, identity: dict[str, Any]) -> None:
         """Write the folder's record of its key, or refuse a folder whose record disagrees."""
-        from irdistill.io import write_json
-
         record = folder / "settings.json"
         if not record.exists():
             others = [p.name for p in folder.iterdir() if p.name != ".lock"]
@@ -408,9 +392,6 @@ class DenseIndex:
     @staticmethod
     def _build(folder: Path, collection: Collection, encoder: BiEncoder,
                settings: DenseSettings, show_progress: bool) -> None:
-        from tqdm.auto import tqdm
-
-        from irdistill.io import append_jsonl, read_jsonl_checkpoint, write_json
 
         total = len(collection.docs)
         if total == 0:
@@ -511,8 +492,6 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int,
     """Top-``k`` dot products of ``queries`` against the rows of ``embeddings`` (memory-mapped
     is fine): blocks of documents that hold at most ``block_elements`` values and give at most
     as many scores (at least 1024 documents), a running top-k per query."""
-    import torch
-
     n, dim = embeddings.shape
     q_block = max(1, min(len(queries), 4096))
     d_block = max(1024, min(block_elements // q_block, block_elements // max(1, dim)))
@@ -547,7 +526,7 @@ def check_search(search: str) -> None:
 
 def _faiss():
     try:
-        import faiss
+        import faiss  # optional dependency: irdistill[faiss]
     except ImportError:
         raise IrdistillError("search 'faiss' needs FAISS, which is not installed",
                              hint="pip install 'irdistill[faiss]' (faiss-cpu), or use the exact "
@@ -623,8 +602,6 @@ def dense_scores(collection: Collection, model: str | BiEncoder,
         index = DenseIndex.build(collection, encoder, settings, cache, show_progress)
         missing = [d for d in wanted if d not in index.row]
         if missing:
-            from irdistill.data.collection import missing_docs_error
-
             raise missing_docs_error(missing, collection.name)
         rows = {d: index.row[d] for d in wanted}
         matrix = index.embeddings
@@ -655,9 +632,6 @@ def write_dense_run(path, collection: Collection, model: str | BiEncoder = "mini
     """Dense top-``k`` of every query written as a TREC run (atomically), with its provenance
     beside it (``<stem>.provenance.json``: model and its fingerprint, similarity, prompts,
     settings, the embeddings cache, versions, the run's hash)."""
-    from irdistill.data.trec import write_run
-    from irdistill.provenance import write_run_provenance
-
     settings.check()
     encoder = load_bi_encoder(model, settings)
     run = dense_run(collection, encoder, k, settings=settings, search=search, cache=cache)

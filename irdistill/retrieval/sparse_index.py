@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from irdistill.data.trec import Run
 from irdistill.errors import IrdistillError
+from irdistill.provenance import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +300,6 @@ def build_splade_index(model, collection, folder: str | Path, *, batch_size: int
                        chunk_docs: int = 16384, overwrite: bool = False,
                        show_progress: bool = True, model_name: str | None = None) -> SparseIndex:
     """Encode every document of ``collection`` with the SPLADE ``model`` and index it on disk."""
-    from irdistill.provenance import model_fingerprint
-
     meta = {"collection": collection.docs_name, "model": model_name,
             "model_fingerprint": model_fingerprint(model_name) if model_name else None,
             "max_doc_length": model.max_doc_length, "precision": model.precision or "fp32"}

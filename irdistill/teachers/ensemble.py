@@ -42,11 +42,15 @@ from typing import Any
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.evaluation.rerank import check_candidates
+from irdistill.evaluation.rerank import check_candidates, rerank_run
 from irdistill.io import check_output_file, check_output_folder
+from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.runtime import check_device, check_precision, resolve_model_path
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
+from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
+from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings,
+                                       bi_encoder_fingerprint, dense_scores, effective_precision)
 from irdistill.teachers.store import Candidates, TeacherStore, default_teacher_name, slug
 
 log = logging.getLogger(__name__)
@@ -241,9 +245,6 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
                   show_progress: bool = True) -> tuple[Run, Path, bool]:
     """The teacher's scores of ``candidates``: read from the store when they are there, else
     computed (resuming from the store's checkpoint) and stored. Returns (run, path, reused)."""
-    from irdistill.evaluation.rerank import rerank_run
-    from irdistill.models.cross_encoder import CrossEncoder
-
     digest = candidates_digest(candidates)
     fingerprint = model_fingerprint(teacher.source)
     key = store.key(teacher.name, model=fingerprint, candidates=digest,
@@ -279,8 +280,6 @@ def score_bm25_teacher(teacher: Teacher, collection: Collection, candidates: Can
                        store: TeacherStore) -> tuple[Run, Path, bool]:
     """BM25's scores of ``candidates`` (default settings, the collection's cached index), read
     from the store or computed and stored. Returns (run, path, reused)."""
-    from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
-
     settings = asdict(BM25Settings())
     digest = candidates_digest(candidates)
     key = store.key(teacher.name, kind="bm25", documents=collection.docs_name,
@@ -305,8 +304,6 @@ def bi_encoder_settings(settings: ScoringSettings):
     """The dense settings a bi-encoder teacher scores with: ``max_doc_length`` as its length
     (queries and documents: a bi-encoder has one), ``precision`` (default ``auto``, as dense
     retrieval, so that both share one cache of document embeddings)."""
-    from irdistill.retrieval.dense import DenseSettings
-
     precision = settings.precision or "auto"
     if precision.endswith("-full"):
         raise IrdistillError(f"precision '{precision}' is for cross-encoders only",
@@ -321,9 +318,6 @@ def score_bi_teacher(teacher: Teacher, collection: Collection, candidates: Candi
     """A bi-encoder's scores of ``candidates`` (dot products of the embeddings), read from the
     store or computed from the dense cache of document embeddings (built or resumed if
     needed) and stored. Returns (run, path, reused)."""
-    from irdistill.retrieval.dense import (BiEncoder, DenseIndex, bi_encoder_fingerprint,
-                                           dense_scores, effective_precision)
-
     dense = bi_encoder_settings(settings)
     digest = candidates_digest(candidates)
     fingerprint = bi_encoder_fingerprint(teacher.source)

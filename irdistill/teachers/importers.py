@@ -22,7 +22,9 @@ from pathlib import Path
 
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run, iter_run_lines, ranked, write_run
+from irdistill.data.triples import iter_triples
 from irdistill.errors import IrdistillError
+from irdistill.provenance import write_run_provenance
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ class ImportReport:
 def import_triples(path: str | Path, max_queries: int | None = None) -> tuple[Run, ImportReport]:
     """A run of teacher scores from a triple file, read as a stream (``max_queries``: keep the
     first N distinct query ids met)."""
-    from irdistill.data.triples import iter_triples
-
     sums: dict[str, dict[str, list[float]]] = {}
     report = ImportReport("triples")
     for triple in iter_triples(path):
@@ -173,8 +173,6 @@ def import_targets(path: str | Path, output: str | Path, *, format: str = "run",
                    max_queries: int | None = None, collection: Collection | None = None
                    ) -> tuple[Run, ImportReport]:
     """Import ``path`` as ``format`` and write the teacher run ``output`` with its provenance."""
-    from irdistill.provenance import write_run_provenance
-
     if format not in FORMATS:
         raise IrdistillError(f"unknown format '{format}'", hint="choose run or triples")
     if format == "triples":

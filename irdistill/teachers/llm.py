@@ -30,6 +30,7 @@ same token ids, and both generate exactly as many tokens as the full answer
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -39,12 +40,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Run, ranked, write_run
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
+from irdistill.models.runtime import resolve_precision
+from irdistill.provenance import candidates_digest, model_fingerprint, write_run_provenance
+from irdistill.utils import default_device
 
 log = logging.getLogger(__name__)
 
@@ -309,15 +315,8 @@ class TransformersBackend:
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, batch_size: int = 4, device: str | None = None,
                         precision: str | None = None) -> TransformersBackend:
-        import torch
-        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
-                                  AutoTokenizer)
-
-        from irdistill.utils import default_device
 
         if precision == "auto":  # the best the device does natively, as elsewhere
-            from irdistill.models.runtime import resolve_precision
-
             precision = resolve_precision(device or default_device(), "auto") or "fp32"
         dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16,
                  "fp16": torch.float16}.get(precision, "bad")
@@ -338,8 +337,6 @@ class TransformersBackend:
 
     def generate(self, prompts: list[list[int]], max_new_tokens: list[int], exact: bool = True
                  ) -> list[str]:
-        import torch
-
         answers = [""] * len(prompts)
         groups: dict[int, list[int]] = {}
         for i, n in enumerate(max_new_tokens):
@@ -378,12 +375,10 @@ class VllmBackend:
                  tensor_parallel_size: int = 1, context_size: int = 4096,
                  gpu_memory_utilization: float = 0.9):
         try:
-            from vllm import LLM, SamplingParams
+            from vllm import LLM, SamplingParams  # optional dependency: irdistill[vllm]
         except ImportError:
             raise VLLM_MISSING from None
         if precision == "auto":  # the best the GPU does natively, as elsewhere
-            from irdistill.models.runtime import resolve_precision
-
             precision = resolve_precision("cuda", "auto")
         dtype = {None: "auto", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(
             precision)
@@ -406,8 +401,6 @@ class VllmBackend:
 
 
 def _is_seq2seq(name_or_path: str) -> bool:
-    from transformers import AutoConfig
-
     try:
         return bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
     except (OSError, ValueError):  # not loadable here: the backend says so when it loads it
@@ -420,8 +413,6 @@ VLLM_MISSING = IrdistillError("the vLLM backend needs the vllm package",
 
 
 def vllm_available() -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec("vllm") is not None
     except ValueError:  # in sys.modules without a spec (e.g. blocked)
@@ -443,8 +434,6 @@ def load_backend(name_or_path: str, backend: str = "auto", *, batch_size: int = 
     sequence-to-sequence model, which the vLLM backend does not serve)."""
     check_backend(backend)
     if backend == "auto":
-        import torch
-
         backend = "vllm" if (vllm_available() and torch.cuda.is_available()
                              and not _is_seq2seq(name_or_path)) else "transformers"
     elif backend == "vllm" and _is_seq2seq(name_or_path):
@@ -470,8 +459,6 @@ class LlmRanking:
 def ranking_identity(backend: Backend, collection: Collection,
                      candidates: Mapping[str, Sequence[str]], settings: LlmSettings) -> dict:
     """What an LLM ranking depends on, to tell whether a partial file belongs to a call."""
-    from irdistill.provenance import candidates_digest, model_fingerprint
-
     model = backend.model_name
     if Path(model).is_dir():  # a local model: by its files' content
         model = model_fingerprint(model)
@@ -560,8 +547,6 @@ def llm_teacher(backend: Backend, collection: Collection, run: Run, output: str 
     """Rank with :func:`llm_rerank` and write ``output`` (a TREC run in the LLM's order, scores
     ``depth - rank + 1``) and its provenance (model, backend, prompt, windows, parse counts).
     ``output.partial.jsonl`` holds finished queries while it works, so a rerun resumes."""
-    from irdistill.provenance import write_run_provenance
-
     output = Path(output)
     partial = output.with_name(output.name + ".partial.jsonl")
     generations = output.with_name(output.stem + ".generations.jsonl") if save_generations else None

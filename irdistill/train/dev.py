@@ -26,11 +26,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from irdistill.config import Config, dev_source
-from irdistill.data.collection import Collection
+from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import Qrels, Run, read_run
+from irdistill.distributed import broadcast, gather, is_distributed, rank, world_size
 from irdistill.errors import IrdistillError
+from irdistill.evaluation.metrics import evaluate, parse_measures
+from irdistill.evaluation.rerank import check_candidates, rerank_run
+from irdistill.io import iter_lines
+from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.retrieval.bm25 import bm25_run
+from irdistill.train.sources import group_source
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,6 @@ def read_query_ids(value: list[str] | str) -> list[str]:
     """``data.dev_queries``: a list of ids, or a file of ids (one a line, blank lines skipped)."""
     if isinstance(value, list):
         return list(dict.fromkeys(str(v) for v in value))
-    from irdistill.io import iter_lines
 
     ids = []
     for _, line in iter_lines(value, "data.dev_queries file"):
@@ -143,18 +150,12 @@ def build_dev_set(config: Config, collection: Collection, run: Run, held: list[s
     against its collection. ``run``: the candidate run of training *before* :func:`hold_out`;
     ``held``: the queries :func:`hold_out` returned; ``given_run``: ``run`` came from the caller
     (then it is the candidate source, whatever its depth)."""
-    from irdistill.data.sampling import mode_source
-    from irdistill.evaluation.rerank import check_candidates
-    from irdistill.retrieval.bm25 import bm25_run
-
     d, t = config.data, config.train
     source = dev_source(d)
     if source is None:
         return None
     depth = t.eval_depth
     if source == "dev_collection":
-        from irdistill.data.collection import load_collection
-
         dev_collection = load_collection(d.dev_collection, d.dev_split)
         qrels = _qrels_for_dev(dev_collection)
         ids = sorted(q for q in _judged(qrels) if q in dev_collection.queries)
@@ -188,13 +189,7 @@ def build_dev_set(config: Config, collection: Collection, run: Run, held: list[s
             candidates = _restrict(run, ids)
             what = "candidates of training"
         else:  # deeper than the run of training: the same source, read deeper
-            kind = mode_source(d.mode)
-            if kind == "teacher_run":
-                candidates = _restrict(read_run(d.teacher_run, depth=depth), ids)
-            elif d.run:
-                candidates = _restrict(read_run(d.run, depth=depth), ids)
-            else:
-                candidates = bm25_run(collection, k=depth, query_ids=ids)
+            candidates = group_source(d).candidates(collection, depth, ids)
             what = "candidates of training"
         how = (f"{d.dev_fraction:g} of the training queries (seed {t.seed})"
                if source == "dev_fraction" else "data.dev_queries")
@@ -211,8 +206,6 @@ def build_dev_set(config: Config, collection: Collection, run: Run, held: list[s
 
 def scoring_precision(precision: str) -> str | None:
     """The inference precision of a training precision (fp16 needs a GPU, as in training)."""
-    import torch
-
     if precision == "bf16":
         return "bf16"
     if precision == "fp16" and torch.cuda.is_available():
@@ -230,8 +223,6 @@ class DevEvaluator:
     def __init__(self, dev: DevSet, measure: str, depth: int, precision: str, tokenizer,
                  max_query_length: int, max_doc_length: int, batch_size: int = 64,
                  truncation: str = "segments"):
-        from irdistill.evaluation.metrics import parse_measures
-
         self.dev = dev
         self.measure = str(parse_measures([measure])[0])
         self.depth = depth
@@ -250,10 +241,6 @@ class DevEvaluator:
 
     def rerank(self, model, device) -> Run:
         """This process's share of the re-ranked dev run (all of it for a single process)."""
-        from irdistill.distributed import is_distributed, rank, world_size
-        from irdistill.evaluation.rerank import rerank_run
-        from irdistill.models.cross_encoder import CrossEncoder
-
         scorer = CrossEncoder(model, self.tokenizer, self.max_query_length, self.max_doc_length,
                               device=device, precision=self.precision,
                               truncation=self.truncation)
@@ -265,13 +252,9 @@ class DevEvaluator:
                           shard=shard)
 
     def measure_run(self, run: Run) -> float:
-        from irdistill.evaluation.metrics import evaluate
-
         return float(evaluate(run, self.dev.qrels, [self.measure]).aggregate[self.measure])
 
     def evaluate(self, model, device) -> float:
-        from irdistill.distributed import broadcast, gather
-
         parts = gather(self.rerank(model, device))
         value = None
         if parts is not None:  # the first process: the whole run, measured once

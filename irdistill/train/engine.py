@@ -44,8 +44,8 @@ from irdistill.adapt.parts import check_layer_count, freeze_domain
 from irdistill.config import Config, TrainConfig, check_config, config_hash, resolve_stage
 from irdistill.data.collection import Collection, check_collection_spec, load_collection
 from irdistill.data.trec import Run
-from irdistill.distributed import (is_distributed, is_main, main_process_first,
-                                   wait_for_everyone, world_size)
+from irdistill.distributed import (is_distributed, is_main, main_process_first, wait_for_everyone,
+                                   world_size)
 from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file, check_output_folder, write_json
 from irdistill.losses import get_loss

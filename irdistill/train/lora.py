@@ -29,7 +29,7 @@ def head_modules(model) -> list[str]:
 def with_lora(model, settings: LoraSettings):
     """``model`` (a Hugging Face sequence-classification model) wrapped for LoRA training."""
     try:
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import LoraConfig, TaskType, get_peft_model  # optional: irdistill[lora]
     except ImportError:
         raise IrdistillError("train.lora needs the peft package",
                              hint='pip install -e ".[lora]" (or pip install peft)') from None

@@ -39,8 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
+
+from irdistill.distributed import broadcast
+from irdistill.train.resume import step_of
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +136,6 @@ class TrainingProgress(TrainerCallback, ExportableState):
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.tick()
         if self.max_minutes:  # one clock for every process: the steps and schedule must agree
-            from irdistill.distributed import broadcast
-
             self.train_seconds = float(broadcast(self.train_seconds))
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -216,7 +218,6 @@ def stopped_at(checkpoint: str | Path) -> TrainingProgress | None:
     progress = stored_progress(checkpoint)
     if progress is None or progress.stopped is None:
         return None
-    from irdistill.train.resume import step_of
 
     return progress if progress.stopped_step == step_of(checkpoint) else None
 
@@ -243,8 +244,6 @@ def time_schedule(optimizer, kind: str, warmup: float, max_steps: int, progress_
     scheduler steps, i.e. after each optimizer step. ``max_steps``: the Trainer's bound on steps
     (``train.max_steps``, or the groups of the epochs asked), so the schedule also ends at zero
     when the groups run out before the budget."""
-    from torch.optim.lr_scheduler import LambdaLR
-
     def factor(step: int) -> float:
         progress = progress_fn()
         used = progress.budget_fraction() if progress is not None else 0.0

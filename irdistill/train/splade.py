@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from safetensors.torch import load_model, save_model
 
 from irdistill.adapt.parts import freeze_domain

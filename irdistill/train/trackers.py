@@ -90,6 +90,7 @@ class MLflowIn(MLflowCallback):
             self._restore()
 
     def _state(self) -> dict:
+        # mlflow is an optional dependency (irdistill[mlflow]), imported only when it is used
         import mlflow.tracking._tracking_service.utils as tracking
         import mlflow.tracking.fluent as fluent
 
@@ -100,7 +101,7 @@ class MLflowIn(MLflowCallback):
     def _restore(self) -> None:
         if self._saved is None:
             return
-        import mlflow.tracking.fluent as fluent
+        import mlflow.tracking.fluent as fluent  # optional, as above
 
         saved, self._saved = self._saved, None
         self._ml_flow.set_tracking_uri(saved["uri"])
