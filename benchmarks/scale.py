@@ -227,9 +227,9 @@ def run_size(args) -> dict:
     from irdistill.data.sampling import build_groups
     from irdistill.data.trec import read_run, write_run
     from irdistill.evaluation.metrics import evaluate
-    from irdistill.evaluation.rerank import rerank_run
     from irdistill.evaluation.significance import paired_pvalue
     from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.rerank.scoring import rerank_run
     from irdistill.retrieval.bm25 import BM25
     from irdistill.retrieval.dense import exact_search
     from irdistill.retrieval.sparse_index import SparseIndex

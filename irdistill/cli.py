@@ -220,73 +220,21 @@ def rerank(
     (torchrun --nproc_per_node N -m irdistill rerank ...) the processes share the work and
     the first one writes the merged run, identical to a single process's.
     """
-    from irdistill.data.collection import load_collection
-    from irdistill.data.trec import read_run
-    from irdistill.distributed import (device_for_rank, is_distributed, is_main,
-                                       main_process_first, rank, world_size)
-    from irdistill.evaluation.rerank import check_candidates, rerank_to_file, scoring_identity
-    from irdistill.evaluation.sharding import parse_shard
-    from irdistill.io import check_output_file
-    from irdistill.models.cross_encoder import CrossEncoder
-    from irdistill.models.runtime import (budget_for, check_device, check_precision,
-                                          resolve_model_path)
-    from irdistill.provenance import file_fingerprint, write_run_provenance
+    from irdistill.distributed import is_distributed, is_main, rank, world_size
+    from irdistill.rerank import RerankSettings, parse_shard, run_rerank
 
-    check_output_file(output, "output run")
-    for name, value in (("--depth", depth), ("--batch-size", batch_size),
-                        ("--block-pairs", block_pairs), ("--max-doc-length", max_doc_length)):
-        if value is not None and value < 1:
-            raise IrdistillError(f"{name} {value} must be at least 1")
-    if backend not in ("torch", "compile", "onnx"):
-        raise IrdistillError(f"unknown backend '{backend}'", hint="choose torch, compile or onnx")
-    check_precision(precision)
-    check_device(device)
     part = parse_shard(shard) if shard is not None else None
-    resolve_model_path(model)  # a model folder's files, before any work
-    with main_process_first():  # caches (BM25, ONNX export) are built by one process
-        candidates = read_run(run, depth=depth) if run is not None else None
-        coll = load_collection(collection, split)
-        if candidates is None:
-            from irdistill.retrieval.bm25 import bm25_run
-
-            candidates = bm25_run(coll, depth)
-        check_candidates(coll, candidates, depth)  # before the model is loaded
-        ce = CrossEncoder.from_pretrained(model, max_doc_length=max_doc_length,
-                                          device=device_for_rank(device), precision=precision)
-        if backend == "onnx":
-            ce.use_onnx()
-        elif backend == "compile":
-            ce.use_compile()
-    identity = scoring_identity(model, ce, coll, candidates, depth)
-    budget = "auto" if max_tokens is None else (max_tokens or None)  # 0: no token budget
-    out = rerank_to_file(ce, coll, candidates, output, depth=depth, batch_size=batch_size,
-                         max_tokens=budget, shard=part, block_pairs=block_pairs,
-                         identity=identity)
-    if part is not None or is_main():  # a shard's provenance names its shard
-        write_run_provenance(
-            output, kind="rerank",
-            config={"model": model, "collection": str(collection), "split": split,
-                    "depth": depth, "batch_size": batch_size,
-                    "max_tokens": budget_for(ce.device, budget),
-                    "precision": ce.precision or "fp32", "backend": ce.backend,
-                    "max_query_length": ce.max_query_length,
-                    "max_doc_length": ce.max_doc_length, "truncation": ce.truncation,
-                    "block_pairs": block_pairs,
-                    "shard": None if part is None else f"{part[0]}/{part[1]}"},
-            model={"name": model, "fingerprint": identity["model"],
-                   "base_model": ce.base_model, "trained": (ce.card or {}).get("config_hash")},
-            data={"collection": coll.name, "queries": len(out if part is not None
-                                                          else candidates),
-                  "candidates": file_fingerprint(run) if run is not None
-                  else f"bm25 top-{depth}", "candidates_digest": identity["candidates"]},
-            device=str(ce.device))
+    result = run_rerank(RerankSettings(
+        model=model, collection=collection, output=output, run=run, depth=depth, split=split,
+        batch_size=batch_size, max_tokens=max_tokens, precision=precision, backend=backend,
+        shard=part, block_pairs=block_pairs, max_doc_length=max_doc_length, device=device))
     if part is not None:
-        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(out)} queries) to {output}")
+        typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(result.run)} queries) to {output}")
         return
     if is_distributed():
-        typer.echo(f"process {rank()}/{world_size()} scored {len(out)} queries")
+        typer.echo(f"process {rank()}/{world_size()} scored {len(result.run)} queries")
     if is_main():
-        typer.echo(f"wrote re-ranked run of {len(candidates)} queries to {output}")
+        typer.echo(f"wrote re-ranked run of {result.queries} queries to {output}")
 
 
 @command
@@ -298,8 +246,8 @@ def merge_runs(
 ) -> None:
     """Join the runs of 'irdistill rerank --shard I/N' into one run (each query from one shard)."""
     from irdistill.data.trec import read_run, write_run
-    from irdistill.evaluation.sharding import merge_runs as merge
     from irdistill.provenance import file_fingerprint, read_run_provenance, write_run_provenance
+    from irdistill.rerank.sharding import merge_runs as merge
 
     expected = read_run(run) if run is not None else None
     # a shard of a run with fewer blocks than shards is empty

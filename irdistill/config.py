@@ -134,7 +134,7 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)
     lora: LoraSettings | None = None  # parameter-efficient training (irdistill.train.lora)
     # keep the embeddings and the first k transformer layers fixed (the domain part of
-    # irdistill.adapt.parts): the task step of the MLM adaptation recipe (irdistill.adapt.reranker)
+    # irdistill.models.parts): the task step of the MLM adaptation recipe (irdistill.adapt.reranker)
     freeze_domain_layers: int | None = None
 
 

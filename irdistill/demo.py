@@ -39,16 +39,17 @@ from irdistill.config import check_config, config_hash, load_config, to_dict
 from irdistill.data.collection import load_collection
 from irdistill.data.trec import ranked, write_run
 from irdistill.errors import IrdistillError
-from irdistill.evaluation.fusion import fuse, interpolate, tune_alpha
+from irdistill.evaluation.fusion import interpolate, tune_alpha
 from irdistill.evaluation.metrics import evaluate
-from irdistill.evaluation.rerank import rerank_run, scoring_identity
 from irdistill.io import check_output_folder, write_json
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.model_card import add_evaluation
 from irdistill.models.runtime import training_precision
 from irdistill.provenance import write_provenance
+from irdistill.rerank.scoring import rerank_run, scoring_identity
 from irdistill.retrieval.bm25 import bm25_run
-from irdistill.retrieval.dense import dense_run, dense_scores
+from irdistill.retrieval.dense import dense_run
+from irdistill.teachers.hybrid import BI_ENCODER, hybrid_teacher
 from irdistill.train.dev import scoring_precision
 from irdistill.train.engine import train
 from irdistill.utils import seed_everything
@@ -61,7 +62,6 @@ MEASURES = ("nDCG@10", "RR@10")
 RERANK_DEPTH = 20
 FIRST_STAGE_DEPTH = 100
 DEV_EVERY = 10  # every 10th training query (in sorted order) is held out to tune the fusion
-BI_ENCODER = "minilm"
 
 #: InfoNCE over 1 judged positive + 3 random BM25 top-100 negatives: at small budgets it beat
 #: KL from the hybrid teacher and InfoNCE with the teacher's top ranks as negatives; 8 queries a
@@ -76,15 +76,6 @@ DEMO_RECIPE = {
               "warmup_ratio": 0.05, "precision": "auto", "max_minutes": 10.5, "save_steps": 40,
               "seed": 42},
 }
-
-
-def hybrid_teacher(collection, candidates, bi_encoder: str = BI_ENCODER,
-                   show_progress: bool = True):
-    """``(bi-encoder scores, hybrid)`` of a candidate run: the bi-encoder's dot products of each
-    candidate, and the mean of the per-query z-scores of the candidates' first-stage scores
-    and the bi-encoder's."""
-    cosine = dense_scores(collection, bi_encoder, candidates, show_progress=show_progress)
-    return cosine, fuse([candidates, cosine], method="wsum", norm="zscore")
 
 
 def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = None,

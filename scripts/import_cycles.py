@@ -1,10 +1,12 @@
 """Import cycles between irdistill's modules, counting imports inside functions too (they hide a
-cycle from Python's import machinery but still tie the two modules together), and the imports
-inside functions that do not say why they are there.
+cycle from Python's import machinery but still tie the two modules together); imports of a
+higher layer (:data:`LAYERS`, docs/architecture.md); and the imports inside functions that do
+not say why they are there.
 
-    python scripts/import_cycles.py            # prints the graph's size, its cycles, and the
-                                               # unexplained imports inside functions; exit
-                                               # status 1 if there is any of either
+    python scripts/import_cycles.py            # prints the graph's size, its cycles, the
+                                               # imports of a higher layer and the unexplained
+                                               # imports inside functions; exit status 1 if
+                                               # there is any of them
 
 An import inside a function is explained by a comment on its line, on the line above it, or above
 the run of imports it belongs to (e.g. "optional dependency", "takes seconds to import"). The CLI
@@ -55,6 +57,52 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> tuple[set[str], se
 
     visit(ast.parse(path.read_text(encoding="utf-8")), False)
     return top, inner
+
+
+#: the package's layers, lowest first: a module imports nothing of a higher layer, unless the
+#: pair is in ALLOWED_UPWARD with the reason
+LAYERS = (
+    ("errors", "config", "io", "utils", "distributed"),
+    ("data",),
+    ("models", "losses"),
+    ("provenance",),
+    ("retrieval",),
+    ("rerank",),
+    ("evaluation",),
+    ("teachers",),
+    ("train",),
+    ("adapt",),
+    ("experiments",),
+    ("demo", "pyterrier", "cli", "__main__"),
+)
+#: (importer, imported prefix): why the lower module may reach up
+ALLOWED_UPWARD = {
+    ("irdistill.config", "irdistill.data"): "checks a config against the data modes",
+    ("irdistill.config", "irdistill.evaluation"): "checks a config's measures",
+    ("irdistill.config", "irdistill.losses"): "checks a config's loss",
+    ("irdistill.config", "irdistill.models"): "checks a config's attention kernel",
+    ("irdistill.adapt.reranker", "irdistill.demo"): "an entry point: the demo's recipe",
+    ("irdistill.adapt.reranker", "irdistill.experiments"): "an entry point: writes its tables",
+}
+
+
+def layer_of(name: str) -> int:
+    part = name.split(".")[1] if "." in name else ""
+    for index, members in enumerate(LAYERS):
+        if part in members:
+            return index
+    return -1  # the package itself
+
+
+def upward_imports(edges: dict[str, tuple[set[str], set[str]]]) -> list[str]:
+    """``importer -> imported`` pairs that go to a higher layer and are not allowed."""
+    out = []
+    for name, (top, inner) in sorted(edges.items()):
+        for other in sorted(top | inner):
+            if layer_of(other) > layer_of(name) >= 0 and not any(
+                    name == a and other.startswith(b) for a, b in ALLOWED_UPWARD):
+                out.append(f"{name} -> {other}")
+    return out
 
 
 EXEMPT = ("cli.py",)
@@ -132,6 +180,10 @@ def main() -> int:
           f"{len(found)} cycle(s)")
     for component in found:
         print("  " + " <-> ".join(component))
+    upward = upward_imports(edges)
+    print(f"{len(upward)} import(s) of a higher layer (see LAYERS)")
+    for pair in upward:
+        print("  " + pair)
     unexplained = [f"{path.relative_to(PACKAGE.parent)}:{line}"
                    for path in sorted(known.values()) if path.name not in EXEMPT
                    for line in unexplained_imports(path)]
@@ -139,7 +191,7 @@ def main() -> int:
           "(the CLI aside)")
     for place in unexplained:
         print("  " + place)
-    return 1 if found or unexplained else 0
+    return 1 if found or upward or unexplained else 0
 
 
 if __name__ == "__main__":

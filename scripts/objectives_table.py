@@ -33,10 +33,10 @@ from irdistill.data.collection import load_collection
 from irdistill.data.trec import ranked, read_run, write_run
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate
-from irdistill.evaluation.rerank import rerank_run
 from irdistill.io import atomic_write, write_json
 from irdistill.losses import LOSSES
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.rerank.scoring import rerank_run
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.train.engine import train
 from irdistill.utils import seed_everything, setup_logging

@@ -6,8 +6,8 @@ import pytest
 import torch
 from splade_helpers import parameters, tiny_mlm  # noqa: F401  (fixture)
 
-from irdistill.adapt.parts import domain_parameter_names, recombine, task_parameter_names
 from irdistill.errors import IrdistillError
+from irdistill.models.parts import domain_parameter_names, recombine, task_parameter_names
 
 EMBEDDINGS = {"bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
               "bert.embeddings.token_type_embeddings.weight", "bert.embeddings.LayerNorm.weight",

@@ -71,8 +71,8 @@ def test_adaptation_reads_only_the_targets_documents(tmp_path, tiny_bert, tiny_m
 
 def test_both_methods_end_to_end_and_a_rerun_reuses_every_step(tmp_path, tiny_bert, tiny_mlm,
                                                                 monkeypatch):
-    from irdistill.adapt.parts import domain_parameter_names
     from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.models.parts import domain_parameter_names
     from irdistill.models.splade import load_masked_lm
 
     target = write_target(tmp_path / "target")

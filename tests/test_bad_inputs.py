@@ -237,7 +237,7 @@ CASES = [
     ("rerank: unknown device", lambda e: e.rerank(None, None, None, "--device", "gpu0"),
      ["unknown device 'gpu0'"]),
     ("rerank: depth 0", lambda e: e.rerank(None, None, None, "--depth", "0"),
-     ["--depth 0 must be at least 1"]),
+     ["depth 0 must be at least 1"]),
     ("train: backbone typo", lambda e: e.train("model.name=minlm"),
      ["did you mean 'minilm'"]),
     ("train: model folder without weights",

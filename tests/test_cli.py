@@ -133,8 +133,8 @@ def test_rerank_backends_and_token_budget_through_the_command_line(tmp_path, mon
     from toy_collection import write_toy_collection
 
     from irdistill.data.trec import read_run
-    from irdistill.evaluation import rerank as rerank_module
     from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.rerank import job as rerank_module  # where the CLI's call re-ranks
 
     toy = write_toy_collection(tmp_path / "toy")
     model = build_tiny_model("bert", tmp_path / "m", initializer_range=0.2)

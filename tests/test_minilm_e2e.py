@@ -7,8 +7,8 @@ from irdistill.config import load_config
 from irdistill.data.collection import load_collection
 from irdistill.data.trec import ranked
 from irdistill.evaluation.metrics import evaluate
-from irdistill.evaluation.rerank import rerank_run
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.rerank.scoring import rerank_run
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.train.engine import train
 

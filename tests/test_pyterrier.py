@@ -24,10 +24,10 @@ def test_a_pyterrier_pipeline_gives_the_figures_of_irdistill(scifact, tiny_bert,
     from ir_measures import AP, nDCG
 
     from irdistill.evaluation.metrics import evaluate
-    from irdistill.evaluation.rerank import rerank_run
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.pyterrier import (ReRanker, TextLoader, qrels_frame, run_transformer,
                                      topics_frame)
+    from irdistill.rerank.scoring import rerank_run
 
     test, bm25, qids = scifact
     model = CrossEncoder.from_pretrained(tiny_bert, device="cpu")

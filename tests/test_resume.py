@@ -204,7 +204,7 @@ def test_a_partial_file_of_another_backend_or_precision_is_refused(tmp_path, toy
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run
     from irdistill.errors import IrdistillError
-    from irdistill.evaluation.rerank import rerank_run, scoring_identity
+    from irdistill.rerank.scoring import rerank_run, scoring_identity
 
     collection, run = load_collection(toy["folder"]), read_run(toy["run"])
     partial = tmp_path / "scores.jsonl"
@@ -236,8 +236,8 @@ def test_a_non_finite_score_stops_reranking_naming_its_query_and_document(tmp_pa
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import ranked, read_run
     from irdistill.errors import IrdistillError
-    from irdistill.evaluation.rerank import rerank_run
     from irdistill.io import read_checkpoint
+    from irdistill.rerank.scoring import rerank_run
 
     collection = load_collection(str(toy["folder"]))
     run = read_run(toy["run"])

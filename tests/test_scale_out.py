@@ -14,9 +14,9 @@ from irdistill import CrossEncoder
 from irdistill.cli import app
 from irdistill.data.trec import ranked, read_run, write_run
 from irdistill.errors import IrdistillError
-from irdistill.evaluation.rerank import rerank_run
-from irdistill.evaluation.sharding import last_uses, merge_runs, parse_shard, shard_blocks
 from irdistill.provenance import read_run_provenance, sha256_file
+from irdistill.rerank.scoring import rerank_run
+from irdistill.rerank.sharding import last_uses, merge_runs, parse_shard, shard_blocks
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

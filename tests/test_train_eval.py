@@ -147,8 +147,8 @@ def test_real_evaluation_is_logged_and_measures_the_reranked_dev_run(toy, tiny_b
     (step, training seconds, value), the value that of re-ranking the dev queries."""
     from irdistill.data.collection import load_collection
     from irdistill.evaluation.metrics import evaluate
-    from irdistill.evaluation.rerank import rerank_run
     from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.rerank.scoring import rerank_run
 
     config = make_config(toy, tiny_bert, "data.dev_fraction=0.25", "train.epochs=2",
                          "train.eval_steps=4")
@@ -374,8 +374,8 @@ def test_under_torchrun_the_evaluation_is_shared_and_measured_once(toy, tiny_ber
     from irdistill.data.collection import load_collection
     from irdistill.data.trec import read_run
     from irdistill.evaluation.metrics import evaluate
-    from irdistill.evaluation.rerank import rerank_run
     from irdistill.models.cross_encoder import CrossEncoder
+    from irdistill.rerank.scoring import rerank_run
 
     out = tmp_path / "ddp"
     sets = {"model.name": tiny_bert, "data.collection": toy["folder"], "data.run": toy["run"],
@@ -413,10 +413,11 @@ def test_each_process_reranks_its_share_of_the_dev_queries(toy, tiny_bert, monke
     model = CrossEncoder.from_pretrained(tiny_bert, device="cpu")
     evaluator = dev_module.DevEvaluator(dev, "nDCG@10", 100, "fp32", model.tokenizer, 32, 32)
     whole = evaluator.rerank(model.model, "cpu")
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    for module in (distributed, dev_module):  # is_distributed() reads the first's
+        monkeypatch.setattr(module, "world_size", lambda: 2)
     shares = []
     for rank in (0, 1):
-        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        monkeypatch.setattr(dev_module, "rank", lambda rank=rank: rank)
         shares.append(evaluator.rerank(model.model, "cpu"))
     assert [len(s) for s in shares] == [2, 2] and not set(shares[0]) & set(shares[1])
     merged = {**shares[0], **shares[1]}

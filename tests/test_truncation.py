@@ -187,7 +187,7 @@ def test_batch_planning_and_length_grouping_see_the_cut_lengths(minilm_pair_mode
     scores do not depend on the batch."""
     import numpy as np
 
-    import irdistill.models.runtime as ce_module
+    import irdistill.models.cross_encoder as ce_module  # where plan_batches is called
     from irdistill.data.groups import Group
     from irdistill.train.ordering import group_length
 

@@ -2,7 +2,7 @@
 
 The documents are a seeded random sample (reservoir sampling over one streaming pass) of a
 collection's corpus; 15% of the tokens are masked as in BERT (``DataCollatorForLanguageModeling``).
-Only the parameters of the domain part receive gradients (:mod:`irdistill.adapt.parts`). The MLM
+Only the parameters of the domain part receive gradients (:mod:`irdistill.models.parts`). The MLM
 head is applied to the masked positions only, which halves the cost of a step for a
 30k-term vocabulary.
 """
@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import DataCollatorForLanguageModeling
 
-from irdistill.adapt.parts import domain_parameter_names, set_trainable
 from irdistill.config import TrainConfig
 from irdistill.data.collection import Collection
 from irdistill.errors import IrdistillError
+from irdistill.models.parts import domain_parameter_names, set_trainable
 from irdistill.models.splade import load_masked_lm
 from irdistill.train.base import BaseTrainer, run_trainer, training_arguments
 from irdistill.train.folder import RunFolder

@@ -3,7 +3,7 @@ Retrievers", ECIR 2024, arXiv 2401.11509), transposing Artetxe et al. (ACL 2020,
 1910.11856) from languages to domains.
 
 With the parameters split into a domain part (embeddings + first ``k`` layers) and a task part
-(the rest; see :mod:`irdistill.adapt.parts`):
+(the rest; see :mod:`irdistill.models.parts`):
 
 1. MLM on the source corpus, updating only the domain part     -> P_domain(source)
 2. MLM on the target corpus, updating only the domain part     -> P_domain(target)
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from irdistill.adapt.mlm import MLMConfig, train_mlm
-from irdistill.adapt.parts import check_layer_count, recombine
 from irdistill.config import from_dict, to_dict, tree_hash
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import write_run
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate, parse_measures
 from irdistill.io import write_json
+from irdistill.models.parts import check_layer_count, recombine
 from irdistill.models.runtime import check_precision
 from irdistill.models.splade import Splade, load_masked_lm
 from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search

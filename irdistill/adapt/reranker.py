@@ -50,24 +50,25 @@ from typing import Any
 from transformers import AutoConfig
 
 from irdistill.adapt.mlm import MLMConfig
-from irdistill.adapt.parts import check_layer_count
 from irdistill.adapt.pseudo import ClozeSettings, GenerationSettings, write_pseudo_collection
 from irdistill.adapt.recipe import domain_mlm, prepare_base, save_recombined, settings_guard
 from irdistill.config import Config, check_config, from_dict, load_config, merge, to_dict
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import ranked, write_qrels, write_run
-from irdistill.demo import DEMO_RECIPE, FIRST_STAGE_DEPTH, hybrid_teacher
+from irdistill.demo import DEMO_RECIPE, FIRST_STAGE_DEPTH
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.metrics import parse_measures
-from irdistill.evaluation.rerank import rerank_run, scoring_identity
 from irdistill.evaluation.suites import slug
 from irdistill.experiments.report import build_report, load_run_results, write_report
 from irdistill.io import write_json
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.parts import check_layer_count
 from irdistill.models.runtime import check_precision, resolve_model_path, training_precision
+from irdistill.rerank.scoring import rerank_run, scoring_identity
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.retrieval.dense import dense_run
 from irdistill.teachers.ensemble import NORMALISATIONS, Teacher, build_ensemble
+from irdistill.teachers.hybrid import hybrid_teacher
 from irdistill.teachers.llm import check_backend
 from irdistill.train.dev import scoring_precision
 from irdistill.train.engine import train
@@ -285,7 +286,7 @@ def mlm_adapt(config: RerankerAdaptConfig, folder: Path, target: Collection,
 def recombined_cross_encoder(task_model: Path, domain_model: Path, layers: int,
                              folder: Path) -> Path:
     """Save the cross-encoder ``task_model`` with the domain part of the masked LM
-    ``domain_model`` (:func:`irdistill.adapt.parts.recombine`)."""
+    ``domain_model`` (:func:`irdistill.models.parts.recombine`)."""
     if (folder / "config.json").exists():
         return folder
     model = CrossEncoder.from_pretrained(str(task_model), device="cpu")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from irdistill.data.collection import Collection, DocStore
 from irdistill.data.trec import Run, ranked
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.evaluation.rerank import rerank_run
+from irdistill.rerank.scoring import rerank_run
 
 AGGREGATIONS = ("maxp", "firstp")
 SEPARATOR = "%p"  # passage id = document id + SEPARATOR + passage number

@@ -45,9 +45,9 @@ from irdistill.distributed import is_distributed, is_main, main_process_first, w
 from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.metrics import Evaluation, evaluate, parse_measures
 from irdistill.evaluation.passages import PassageSettings, rerank_passages
-from irdistill.evaluation.rerank import rerank_to_file
 from irdistill.io import write_json
 from irdistill.provenance import package_versions
+from irdistill.rerank.scoring import rerank_to_file
 from irdistill.retrieval.bm25 import bm25_run
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from irdistill.adapt.parts import check_layer_count
 from irdistill.adapt.recipe import AdaptConfig, adapt, check_adapt_config, zero_shot_splade
 from irdistill.config import Config, check_config, config_hash, resolve_stage
 from irdistill.data.collection import check_collection_spec
 from irdistill.data.sampling import MODES
 from irdistill.errors import unknown_name
 from irdistill.losses import get_loss
+from irdistill.models.parts import check_layer_count
 from irdistill.models.runtime import resolve_model_path, training_precision
 from irdistill.models.splade import Splade
 from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search

@@ -27,7 +27,7 @@ teacher and per query before the mean:
 Each computed teacher's scores (cross-encoder, bi-encoder, BM25) are kept in the teacher store
 (:mod:`irdistill.teachers.store`), so another ensemble of the same teachers on the same
 candidates scores nothing; interrupted cross-encoder scoring resumes from the checkpoint of
-:func:`irdistill.evaluation.rerank.rerank_run`, and an interrupted bi-encoder from its finished
+:func:`irdistill.rerank.scoring.rerank_run`, and an interrupted bi-encoder from its finished
 chunks of document embeddings.
 """
 from __future__ import annotations
@@ -42,12 +42,12 @@ from typing import Any
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.evaluation.rerank import check_candidates, rerank_run
 from irdistill.io import check_output_file, check_output_folder
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.runtime import check_device, check_precision, resolve_model_path
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
+from irdistill.rerank.scoring import check_candidates, rerank_run
 from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
 from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings,
                                        bi_encoder_fingerprint, dense_scores, effective_precision)

@@ -6,7 +6,7 @@ where the hash covers the model's files (config and weights, by content), the ca
 ensemble of teachers already scored on the same candidates reads their runs and scores nothing
 (also when a teacher is given another name);
 a teacher changed in any of those respects gets a new file. Scoring in progress is kept in
-``<name>-<hash>.partial.jsonl`` (the checkpoint of :func:`irdistill.evaluation.rerank.rerank_run`)
+``<name>-<hash>.partial.jsonl`` (the checkpoint of :func:`irdistill.rerank.scoring.rerank_run`)
 until the run is complete.
 
 Every run written here (a teacher's, an ensemble's, an LLM's, an imported one) has a provenance

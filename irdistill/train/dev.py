@@ -13,7 +13,7 @@ The dev queries are named by one of (see :class:`irdistill.config.DataConfig`):
 Their candidates are the top-``train.eval_depth`` of the same source as training: ``data.run``
 (or BM25 over the collection when it is not set; the teacher's run in teacher modes) restricted
 to the dev queries, for a dev collection BM25 over it, or ``data.dev_run`` when given. Every
-evaluation re-ranks them with :func:`irdistill.evaluation.rerank.rerank_run` (pairs sorted by
+evaluation re-ranks them with :func:`irdistill.rerank.scoring.rerank_run` (pairs sorted by
 length into batches cut to a token budget), in the precision of training, and measures the run
 with ir_measures (``train.eval_measure``). Under DDP the processes re-rank a share of the
 queries each; the first process gathers the run, computes the measure once and broadcasts it, so
@@ -34,9 +34,9 @@ from irdistill.data.trec import Qrels, Run, read_run
 from irdistill.distributed import broadcast, gather, is_distributed, rank, world_size
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate, parse_measures
-from irdistill.evaluation.rerank import check_candidates, rerank_run
 from irdistill.io import iter_lines
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.rerank.scoring import check_candidates, rerank_run
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.train.sources import group_source
 

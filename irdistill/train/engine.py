@@ -40,7 +40,6 @@ import torch
 from torch.utils.data import SequentialSampler
 from transformers import TrainerState
 
-from irdistill.adapt.parts import check_layer_count, freeze_domain
 from irdistill.config import Config, TrainConfig, check_config, config_hash, resolve_stage
 from irdistill.data.collection import Collection, check_collection_spec, load_collection
 from irdistill.data.trec import Run
@@ -51,6 +50,7 @@ from irdistill.io import check_input_file, check_output_folder, write_json
 from irdistill.losses import get_loss
 from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.parts import check_layer_count, freeze_domain
 from irdistill.models.runtime import CPU_MAX_TOKENS, resolve_model_path, with_training_precision
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments

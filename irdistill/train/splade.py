@@ -10,7 +10,7 @@ vectors is added, each with its own weight, warmed up quadratically over
 ``reg_warmup_steps`` (SPLADE v2, Formal et al. 2021, arXiv 2109.10086).
 
 ``freeze_domain_layers = k`` keeps the embeddings and the first ``k`` transformer layers fixed
-(the "domain part" of :mod:`irdistill.adapt`): only the rest of the model is trained.
+(the "domain part" of :mod:`irdistill.models.parts`): only the rest of the model is trained.
 
 Output folder (as for cross-encoders)::
 
@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
-from irdistill.adapt.parts import freeze_domain
 from irdistill.config import (Config, DataConfig, ModelConfig, TrainConfig, check_config,
                               check_not_evaluated, config_hash, load_config)
 from irdistill.data.collection import Collection, load_collection
@@ -35,6 +34,7 @@ from irdistill.data.trec import Qrels, Run
 from irdistill.errors import IrdistillError
 from irdistill.io import check_output_folder
 from irdistill.losses import get_loss, get_regularizer
+from irdistill.models.parts import freeze_domain
 from irdistill.models.splade import SETTINGS_FILE, Splade, regularizer_weight
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments

@@ -1,6 +1,6 @@
 """Re-ranking (and teacher scoring) split over processes or GPUs, merged into one run.
 
-A run is cut into blocks of queries (:func:`irdistill.evaluation.rerank.rerank_run`); shard
+A run is cut into blocks of queries (:func:`irdistill.rerank.scoring.rerank_run`); shard
 ``i`` of ``n`` scores blocks ``i, i + n, i + 2n, ...``. Each block is tokenised, sorted and
 batched exactly as in a single process, so the merged shards are the single-process run, score
 for score. Two ways to use it:

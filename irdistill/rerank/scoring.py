@@ -12,7 +12,7 @@ names the model and candidates the scores belong to, checked on resume.
 Memory stays bounded on large runs: token ids are kept as compact arrays, and a document's are
 dropped after the last block that needs it. ``shard=(i, n)`` scores only every n-th block
 (starting with block i), for n processes or GPUs; merged with
-:func:`irdistill.evaluation.sharding.merge_runs`, the shards give exactly the single-process
+:func:`irdistill.rerank.sharding.merge_runs`, the shards give exactly the single-process
 run, since every block is batched as it would be in one process.
 """
 from __future__ import annotations
@@ -27,11 +27,11 @@ from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, ranked, write_run
 from irdistill.distributed import is_distributed, is_main, rank, wait_for_everyone, world_size
 from irdistill.errors import IrdistillError
-from irdistill.evaluation.sharding import last_uses, merge_runs, shard_blocks
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.runtime import DEFAULT_MAX_TOKENS
 from irdistill.provenance import candidates_digest, model_fingerprint
+from irdistill.rerank.sharding import last_uses, merge_runs, shard_blocks
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def rerank_run(model: CrossEncoder, collection: Collection, run: Run, depth: int
     written as its first record and checked on resume. A checkpoint this call created is
     removed again if the input turns out to be wrong (e.g. documents absent from the
     collection), so bad input leaves nothing behind. With ``shard``, only the queries of that
-    shard are scored (see :func:`irdistill.evaluation.sharding.shard_blocks`).
+    shard are scored (see :func:`irdistill.rerank.sharding.shard_blocks`).
     """
     candidates = check_candidates(collection, run, depth)
     qids = sorted(candidates)
