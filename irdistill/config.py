@@ -7,8 +7,6 @@ output folder can be named by what produced it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ import yaml
 
 from irdistill.errors import IrdistillError, suggest
 from irdistill.io import check_input_file
+from irdistill.utils import stable_hash
 
 T = TypeVar("T")
 
@@ -529,8 +528,7 @@ def hashed_tree(tree: Any, neutral: dict | None = None, ignored: set | None = No
 
 def tree_hash(tree: Any, neutral: dict | None = None, ignored: set | None = None) -> str:
     """The 12-hex-digit hash of a (JSON-able) settings tree, as :func:`config_hash` makes it."""
-    blob = json.dumps(hashed_tree(tree, neutral, ignored), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return stable_hash(hashed_tree(tree, neutral, ignored), length=12)
 
 
 def config_hash(config: Any) -> str:

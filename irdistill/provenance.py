@@ -21,6 +21,7 @@ from typing import Any
 from irdistill.config import config_hash as hash_of
 from irdistill.io import write_json
 from irdistill.models.runtime import BUNDLED_ALIASES, WEIGHT_FILES, resolve_model_path
+from irdistill.utils import stable_hash
 
 PACKAGES = ("irdistill", "torch", "transformers", "accelerate", "sentence-transformers",
             "ir_datasets", "ir_measures", "bm25s", "numpy")
@@ -149,5 +150,4 @@ def model_fingerprint(name_or_path: str) -> str:
 
 def candidates_digest(candidates: Mapping[str, Sequence[str]]) -> str:
     """Hash of a candidate set: its query ids and each query's document ids, in order."""
-    blob = json.dumps({q: list(candidates[q]) for q in sorted(candidates)}, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash({q: list(candidates[q]) for q in candidates}, separators=(",", ":"))

@@ -1,10 +1,13 @@
-"""Small shared helpers: cache folder, seeding, device choice, logging set-up."""
+"""Small shared helpers: cache folder, seeding, device choice, logging set-up, settings hashes."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +18,16 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("IRDISTILL_CACHE", Path.home() / ".cache" / "irdistill"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def stable_hash(obj: Any, length: int = 16, algorithm: str = "sha256",
+                separators: tuple[str, str] | None = None) -> str:
+    """The first ``length`` hex digits of the hash of ``obj``'s canonical JSON (sorted keys;
+    other objects as ``str``): the one way irdistill names settings (configs, caches, cells,
+    score files). Each caller keeps the length and algorithm it always had, so folders and
+    caches made before keep their names."""
+    blob = json.dumps(obj, sort_keys=True, default=str, separators=separators)
+    return hashlib.new(algorithm, blob.encode()).hexdigest()[:length]
 
 
 def seed_everything(seed: int) -> None:

@@ -39,8 +39,6 @@ Output folder::
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,6 +70,7 @@ from irdistill.teachers.hybrid import hybrid_teacher
 from irdistill.teachers.llm import check_backend
 from irdistill.train.dev import scoring_precision
 from irdistill.train.engine import train
+from irdistill.utils import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +328,7 @@ def evaluate_on_target(config: RerankerAdaptConfig, models: dict[str, dict[str, 
         reranker = CrossEncoder.from_pretrained(path, precision=precision)
         identity = scoring_identity(path, reranker, target, candidates, config.depth)
         # scores named by what they depend on: a retrained model never meets stale ones
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        digest = stable_hash(identity, length=10)
         run = rerank_run(reranker, target, candidates, depth=config.depth,
                          show_progress=show_progress,
                          checkpoint=folder / "scores" / f"{stem}-{digest}.jsonl",

@@ -26,7 +26,6 @@ redoes at most one dataset.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -36,19 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ir_datasets
 
 from irdistill.config import from_dict, read_yaml
-from irdistill.data.collection import Collection, load_collection
+from irdistill.data.collection import Collection, check_collection_spec, load_collection
 from irdistill.data.trec import Run, ranked, read_run, write_run
 from irdistill.distributed import is_distributed, is_main, main_process_first, wait_for_everyone
-from irdistill.errors import IrdistillError, suggest, unknown_name
+from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.metrics import Evaluation, evaluate, parse_measures
 from irdistill.evaluation.passages import PassageSettings, rerank_passages
 from irdistill.io import write_json
 from irdistill.provenance import package_versions
 from irdistill.rerank.scoring import rerank_to_file
 from irdistill.retrieval.bm25 import bm25_run
+from irdistill.utils import stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -177,21 +176,10 @@ def load_suites(path: str | Path) -> dict[str, Suite]:
 
 
 def check_dataset_id(spec: DatasetSpec) -> str:
-    """'folder' or 'ir_datasets' for a valid spec; an error naming the closest id otherwise."""
-    path = Path(spec.id)
-    if path.is_dir():
-        return "folder"
-
-    if spec.id in ir_datasets.registry:
-        if spec.split is not None:
-            raise IrdistillError(f"dataset '{spec.id}': 'split' applies to BEIR folders; an "
-                                 "ir_datasets id names its split itself")
-        return "ir_datasets"
-    if "/" in spec.id and spec.id.startswith((".", "/", "~")):
-        raise IrdistillError(f"dataset folder '{spec.id}' not found", hint="check the path")
-    raise IrdistillError(f"unknown dataset id '{spec.id}'",
-                         hint=suggest(spec.id, ir_datasets.registry._registered.keys())
-                         + " (or give a local folder)")
+    """'folder' or 'ir_datasets' for a valid spec; the error of
+    :func:`irdistill.data.collection.check_collection_spec` (the closest id) otherwise."""
+    check_collection_spec(spec.id, spec.split)
+    return "folder" if Path(spec.id).is_dir() else "ir_datasets"
 
 
 def check_suite(suite: Suite) -> Suite:
@@ -236,11 +224,10 @@ def slug(text: str) -> str:
 def dataset_key(suite: Suite, spec: DatasetSpec, **settings: Any) -> str:
     """Hash of everything that changes the runs of a dataset (not the measures: those are
     recomputed from the saved runs)."""
-    blob = json.dumps({"dataset": dataclasses.asdict(spec), "first_stage": suite.first_stage,
-                       "depth": suite.depth,
-                       "passages": dataclasses.asdict(suite.passages) if suite.passages else None,
-                       **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return stable_hash({"dataset": dataclasses.asdict(spec), "first_stage": suite.first_stage,
+                        "depth": suite.depth,
+                        "passages": dataclasses.asdict(suite.passages) if suite.passages
+                        else None, **settings}, length=10)
 
 
 def load_dataset(spec: DatasetSpec) -> Collection:

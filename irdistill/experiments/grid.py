@@ -42,7 +42,6 @@ beside the trained cells in every table.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
@@ -65,7 +64,7 @@ from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.model_card import add_evaluation
 from irdistill.provenance import write_provenance
 from irdistill.train.folder import RunFolder
-from irdistill.utils import seed_everything
+from irdistill.utils import seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +302,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None,
 
 # -- status, evaluation files -----------------------------------------------------------------
 def _short_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return stable_hash(obj, length=10)
 
 
 def backbone_settings(config: Config) -> dict[str, Any]:

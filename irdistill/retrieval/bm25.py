@@ -5,7 +5,6 @@ different tokenisation or k1/b builds a new index and the same one is never buil
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from bm25s.tokenization import Tokenizer
 from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, write_run
 from irdistill.provenance import write_run_provenance
-from irdistill.utils import cache_dir
+from irdistill.utils import cache_dir, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,7 @@ class BM25Settings:
     stemmer: str | None = None  # e.g. "english" (needs PyStemmer)
 
     def key(self, collection_name: str) -> str:
-        blob = json.dumps({"collection": collection_name, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return stable_hash({"collection": collection_name, **asdict(self)})
 
 
 def _tokenizer(settings: BM25Settings):

@@ -56,7 +56,7 @@ from irdistill.models.cross_encoder import _load_error
 from irdistill.models.runtime import (autocast_context, check_device, resolve_model_path,
                                       resolve_precision)
 from irdistill.provenance import model_fingerprint, sha256_file, write_run_provenance
-from irdistill.utils import cache_dir, default_device
+from irdistill.utils import cache_dir, default_device, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,7 @@ def cache_identity(encoder: BiEncoder, collection: Collection,
 def cache_key(identity: Mapping[str, Any]) -> str:
     # the model's name is recorded for people, not keyed: the same files under another name
     # (a folder and its alias 'minilm') share a cache
-    keyed = {k: v for k, v in identity.items() if k != "model_name"}
-    blob = json.dumps(keyed, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return stable_hash({k: v for k, v in identity.items() if k != "model_name"})
 
 
 def _refuse(folder: Path, problem: str, file: str = "settings.json") -> IrdistillError:

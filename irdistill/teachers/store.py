@@ -15,11 +15,11 @@ what produced it, from which source, with which settings and package versions.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
+
+from irdistill.utils import stable_hash
 
 Candidates = dict[str, list[str]]
 
@@ -44,8 +44,7 @@ def default_teacher_name(source: str) -> str:
 
 
 def settings_hash(**settings: Any) -> str:
-    blob = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+    return stable_hash(settings, length=10, algorithm="sha1")
 
 
 class TeacherStore:
