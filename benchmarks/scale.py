@@ -261,12 +261,10 @@ def run_size(args) -> dict:
         write_run(work / "copy.trec", run)
     with Stage(results, "groups (labels)"):
         groups = build_groups("labels", epoch=0, run=run, qrels=collection.qrels,
-                              collection=collection, negatives=7, depth=args.depth,
-                              sampling="random", seed=0)
+                              negatives=7, depth=args.depth, sampling="random", seed=0)
     with Stage(results, "groups (teacher)"):
         build_groups("teacher_scores", epoch=0, run=run, qrels=collection.qrels,
-                     collection=collection, negatives=7, depth=args.depth, sampling="random",
-                     seed=0, teacher_run=str(run_path))
+                     negatives=7, depth=args.depth, sampling="random", seed=0)
     model = CrossEncoder.from_pretrained("minilm", max_query_length=32, max_doc_length=128,
                                          device="cpu")
     with Stage(results, "tokenise"):

@@ -203,33 +203,3 @@ def test_example_configs_load_and_cover_every_loss():
             check_loss_params(stage.loss, stage.loss_params)
             covered.add(stage.loss)
     assert covered == set(LOSSES)
-
-
-def test_objectives_table_script_at_toy_scale(tmp_path, tiny_bert, scifact_available, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    from irdistill.errors import IrdistillError
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "objectives_table.py"
-    spec = importlib.util.spec_from_file_location("objectives_table", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = tmp_path / "table"
-    args = ["--model", tiny_bert, "--objectives", "bce", "infonce", "--max-steps", "1",
-            "--batch-size", "2", "--max-queries", "4", "--eval-queries", "5",
-            "--max-doc-length", "32", "--precision", "fp32", "--output", str(out)]
-    assert script.main(args) == 0
-    rows = json.loads((out / "results.json").read_text())
-    assert list(rows) == ["bm25", f"{tiny_bert} untrained", "bce", "infonce"]
-    for row in rows.values():
-        assert 0 <= row["nDCG@10"] <= 1 and row["queries"] == 5
-    assert rows["bce"]["train_seconds"] > 0
-    table = (out / "table.md").read_text()
-    assert "| bce |" in table and "| infonce |" in table and table in capsys.readouterr().out
-    trained = sorted(p.name for p in out.iterdir() if p.name.startswith(("bce-", "infonce-")))
-    assert script.main(args) == 0  # finished trainings and re-rankings are reused
-    assert json.loads((out / "results.json").read_text()) == rows
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(("bce-", "infonce-"))) == trained
-    with pytest.raises(IrdistillError, match=r"unknown objective\(s\): flops"):
-        script.main(["--objectives", "flops", "--output", str(tmp_path / "bad")])

@@ -92,9 +92,10 @@ def test_teacher_ranks_targets():
     assert g.doc_ids == ["b", "d", "c", "a"]
     assert g.targets == [10.0, 9.0, 8.0, 7.0]  # depth - rank + 1
     (g,) = MODES["teacher_ranks"](run=run, qrels={"q": {"c": 1}}, negatives=1, depth=4,
-                                  sampling="top", force_positive=True, epoch=0, seed=0,
-                                  collection=None, teacher_run="ignored.trec")
+                                  sampling="top", force_positive=True, epoch=0, seed=0)
     assert g.doc_ids == ["c", "b"] and g.targets == [2.0, 4.0]
+    with pytest.raises(TypeError, match="mining"):  # a labels-mode argument is not swallowed
+        MODES["teacher_ranks"](run=run, qrels=None, epoch=0, mining=None)
 
 
 # ---- triple files ----------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def mining_options(data) -> dict:
 @register_mode("labels", "run")
 def label_groups(run: Run, qrels: Qrels, *, negatives: int = 7, depth: int = 100,
                  sampling: str = "random", seed: int = 0, epoch: int = 0,
-                 mining: Mining | None = None, **_) -> list[Group]:
+                 mining: Mining | None = None) -> list[Group]:
     """One positive (a judged relevant document) and ``negatives`` sampled from the run's
     top-``depth`` documents that are not judged relevant. Targets are the qrels labels.
     ``mining`` narrows the candidates (see :class:`Mining`)."""
@@ -314,23 +314,19 @@ def teacher_groups(run: Run, qrels: Qrels | None, *, targets: str, negatives: in
 @register_mode("teacher_scores", "teacher_run")
 def teacher_score_groups(run: Run, qrels: Qrels | None = None, **kwargs) -> list[Group]:
     """``run`` is the teacher's run; targets are its scores (see :func:`teacher_groups`)."""
-    return teacher_groups(run, qrels, targets="scores", **_teacher_kwargs(kwargs))
+    return teacher_groups(run, qrels, targets="scores", **kwargs)
 
 
 @register_mode("teacher_ranks", "teacher_run")
 def teacher_rank_groups(run: Run, qrels: Qrels | None = None, **kwargs) -> list[Group]:
     """``run`` is ranked by a teacher (its scores give the order; the rank column is ignored,
     as trec_eval does); targets are ``depth - rank + 1`` (see :func:`teacher_groups`)."""
-    return teacher_groups(run, qrels, targets="ranks", **_teacher_kwargs(kwargs))
-
-
-def _teacher_kwargs(kwargs: dict) -> dict:
-    keys = ("negatives", "depth", "sampling", "force_positive", "seed", "epoch")
-    return {k: kwargs[k] for k in keys if k in kwargs}
+    return teacher_groups(run, qrels, targets="ranks", **kwargs)
 
 
 @register_mode("triples", "triples")
-def triple_groups(*, triples: str | None = None, max_queries: int | None = None, **_):
+def triple_groups(*, triples: str | None = None, max_queries: int | None = None,
+                  epoch: int = 0):  # a stream: every epoch reads the file again
     """Groups ``[pos, neg]`` with targets ``[pos_score, neg_score]``, streamed from a triple file."""
     if not triples:
         raise IrdistillError("data.mode=triples needs data.triples, the path of a triple file",
@@ -340,7 +336,9 @@ def triple_groups(*, triples: str | None = None, max_queries: int | None = None,
 
 
 def build_groups(mode: str, *, epoch: int, **kwargs) -> Iterable[Group]:
-    """The groups of ``mode`` for one epoch: a list, or a re-iterable stream (``triples``)."""
+    """The groups of ``mode`` for one epoch: a list, or a re-iterable stream (``triples``).
+    ``kwargs`` are those of the mode's source (:data:`irdistill.train.sources.BUILDER_ARGUMENTS`);
+    a builder refuses any other."""
     if mode not in MODES:
         raise unknown_name("data mode", mode, MODES)
     groups = MODES[mode](epoch=epoch, **kwargs)

@@ -32,6 +32,11 @@ from irdistill.train.resume import (check_resume_config, latest_checkpoint, list
 STAGE_PREFIX = "stage-"
 
 
+def _entry(name: str, doc: str) -> property:
+    """The path of ``name`` in the run's folder, as a read-only attribute."""
+    return property(lambda self: self.root / name, doc=f"``{name}``: {doc}")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The files of one training run under ``root``; ``marker``: the file (relative to
@@ -43,25 +48,11 @@ class RunFolder:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "provenance.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "train_log.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
+    config = _entry("config.yaml", "the resolved config")
+    provenance = _entry("provenance.json", "config hash, versions, data ids, seed, outcome")
+    log = _entry("train_log.jsonl", "one line per logging step and per evaluation")
+    checkpoints = _entry("checkpoints", "the Trainer's checkpoints")
+    model = _entry("model", "the saved model (complete once it exists)")
 
     def finished(self) -> bool:
         return (self.root / self.marker).exists()

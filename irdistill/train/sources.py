@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from irdistill.config import Config, DataConfig
 from irdistill.data.collection import Collection
 from irdistill.data.groups import Group
-from irdistill.data.sampling import MODES, mining_options, mode_source
+from irdistill.data.sampling import build_groups, mining_options, mode_source
 from irdistill.data.trec import Run, read_run
 from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file
@@ -191,12 +191,8 @@ def group_source(data: DataConfig) -> GroupSource:
 
 
 def build(mode: str, epoch: int, arguments: dict) -> list[Group] | Iterable[Group]:
-    """One epoch of ``mode``'s registered builder; an empty list is an error."""
-    groups = MODES[mode](epoch=epoch, **arguments)
-    if isinstance(groups, list) and not groups:
-        raise IrdistillError("no training groups could be built",
-                             hint="check that the run and qrels share query and document ids")
-    return groups
+    """One epoch of ``mode``'s registered builder (an empty list is an error)."""
+    return build_groups(mode, epoch=epoch, **arguments)
 
 
 __all__ = ["BUILDER_ARGUMENTS", "GroupSource", "CandidateRunSource", "TeacherRunSource",
