@@ -58,13 +58,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # -- what is measured -------------------------------------------------------------------------
-def model_flops(config, tokens: int) -> float:
+def model_flops(config, tokens: int, cls_only: bool = False) -> float:
     """FLOPs of one forward pass of a BERT-like encoder over one sequence of ``tokens`` tokens
     (multiply-add = 2): per layer the Q, K, V, output and two feed-forward projections
-    (2n(4H^2 + 2HI)) and the attention products QK^T and AV (4n^2H); plus pooler and head."""
+    (2n(4H^2 + 2HI)) and the attention products QK^T and AV (4n^2H); plus pooler and head.
+    ``cls_only``: the last layer for the [CLS] row only (irdistill.models.cls_only): K and V for
+    every token (4nH^2), Q, output and feed-forward for one (4H^2 + 4HI), attention 4nH."""
     h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     n = tokens
-    return layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h) + 2 * h * h + 2 * h
+    layer = 2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h
+    last = 4 * n * h * h + 4 * h * h + 4 * h * i + 4 * n * h if cls_only else layer
+    return (layers - 1) * layer + last + 2 * h * h + 2 * h
 
 
 def peak_rss_mb() -> float:
@@ -137,6 +141,7 @@ def worker_infer(spec: dict) -> dict:
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         result["scores"] = np.asarray(scores, dtype=np.float64).tolist()
     else:
+        from irdistill.models.cls_only import last_layer
         from irdistill.models.cross_encoder import CrossEncoder
 
         backend = spec.get("backend", "torch")
@@ -165,6 +170,7 @@ def worker_infer(spec: dict) -> dict:
         scores = ce.score_ids(ids, batch_size=batch)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         result["tokens"] = [ce.encoder.pair_length(q, d) for q, d in ids]
+        result["cls_only"] = bool(getattr(last_layer(ce.model), "cls_only", False))
         result["scores"] = [float(s) for s in scores]
         lengths = sorted(result["tokens"], reverse=True)
         from irdistill.models.runtime import budget_for, plan_batches
@@ -177,7 +183,8 @@ def worker_infer(spec: dict) -> dict:
 
     config = AutoConfig.from_pretrained(spec["model"])
     result.update(seconds=seconds, cpu_seconds=cpu, pairs=len(texts),
-                  flops=sum(model_flops(config, n) for n in result["tokens"]),
+                  flops=sum(model_flops(config, n, result.get("cls_only", False))
+                            for n in result["tokens"]),
                   rss_mb=peak_rss_mb(), threads=torch.get_num_threads())
     return result
 

@@ -69,6 +69,9 @@ class ModelConfig:
     # scores the same there on documents of any length)
     truncation: str = "segments"
     attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | auto (FA2 if on GPU)
+    # the last layer computed for the [CLS] row only where that is exact (BERT, RoBERTa,
+    # ELECTRA; irdistill.models.cls_only): the same model, less work per pair
+    cls_only_last_layer: bool = True
 
 
 @dataclass
@@ -490,6 +493,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 HASH_NEUTRAL = {("train", "group_by_length"): False, ("model", "truncation"): "segments", ("train", "forward_tokens"): None,
                 # how dropout masks are drawn, not the recipe: configs hash as before it existed
                 ("train", "fast_dropout"): True,
+                # how the last layer is computed, not the model: as above
+                ("model", "cls_only_last_layer"): True,
                 # evaluation during training and the time budget (off by default)
                 ("data", "dev_fraction"): None, ("data", "dev_queries"): None,
                 ("data", "dev_collection"): None, ("data", "dev_split"): None,

@@ -20,6 +20,20 @@ def test_model_flops_of_minilm():
     n = 100
     expected = 6 * (2 * n * (4 * 384**2 + 2 * 384 * 1536) + 4 * n * n * 384) + 2 * 384**2 + 768
     assert speed.model_flops(MiniLM, n) == expected
+    last = 2 * n * (4 * 384**2 + 2 * 384 * 1536) + 4 * n * n * 384
+    cut = 4 * n * 384**2 + 4 * 384**2 + 4 * 384 * 1536 + 4 * n * 384  # one query row
+    assert speed.model_flops(MiniLM, n, cls_only=True) == expected - last + cut
+
+
+def test_cls_only_benchmark_runs(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "cls_only_bench", SCRIPT.parent / "cls_only.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--pairs", "8", "--tokens", "32", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "| full last layer |" in out and "| [CLS]-only last layer |" in out
+    assert float(out.rsplit("largest score difference: ", 1)[1]) < 1e-2
 
 
 @pytest.mark.slow

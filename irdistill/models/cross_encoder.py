@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from irdistill.errors import IrdistillError, suggest
 from irdistill.io import write_json
-from irdistill.models import backbones
+from irdistill.models import backbones, cls_only
 from irdistill.models.model_card import EVALUATION_FILE, write_model_card
 from irdistill.models.onnx import OnnxRunner, export_onnx
 from irdistill.models.runtime import (BUNDLED_ALIASES, DEFAULT_MAX_TOKENS, autocast_context,
@@ -92,7 +92,7 @@ class CrossEncoder:
                         precision: str | None = None, num_hidden_layers: int | None = None,
                         truncation: str | None = None,
                         attn_implementation: str | None = None, attn_device: str | None = None,
-                        **model_kwargs) -> CrossEncoder:
+                        cls_only_last_layer: bool = True, **model_kwargs) -> CrossEncoder:
         """Load a hub name, a local folder, or the bundled MiniLM (``"minilm"``).
 
         ``num_hidden_layers`` keeps only the first layers (a smaller student). Lengths and
@@ -103,6 +103,8 @@ class CrossEncoder:
         ``eager``, ``flash_attention_2`` or ``auto`` (see
         :func:`irdistill.models.backbones.resolve_attn_implementation`), chosen for the device
         the model will run on: ``attn_device``, else ``device``, else the best available.
+        ``cls_only_last_layer``: compute the last layer for the [CLS] row only where that is
+        exact (:mod:`irdistill.models.cls_only`; BERT, RoBERTa, ELECTRA).
         """
 
         path = resolve_model_path(name_or_path)
@@ -146,6 +148,8 @@ class CrossEncoder:
             raise _load_error(name_or_path, exc, "weights") from None
         finally:
             transformers.logging.set_verbosity(verbosity)
+        if cls_only_last_layer:
+            cls_only.enable(model)  # checked on a probe batch; a family it does not fit is kept
         saved = settings.get("truncation", "segments")
         if truncation is not None and truncation != saved and settings:
             log.warning("%s was trained with truncation=%s; loaded with truncation=%s",

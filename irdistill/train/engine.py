@@ -334,7 +334,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                                          truncation=m.truncation,
                                          num_hidden_layers=m.num_hidden_layers, device="cpu",
                                          attn_implementation=m.attn_implementation,
-                                         attn_device="cuda" if cuda else "cpu")
+                                         attn_device="cuda" if cuda else "cpu",
+                                         cls_only_last_layer=m.cls_only_last_layer)
     check_training_options(model.model, config.train.precision,
                            config.train.gradient_checkpointing)
     trackers = tracker_callbacks(config.train.report_to, folder.root)
