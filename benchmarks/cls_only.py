@@ -6,9 +6,10 @@ irdistill.models.cls_only), and the largest score difference between the two.
     python benchmarks/cls_only.py                           # 32 pairs of 160 tokens, ~2 min
     python benchmarks/cls_only.py --pairs 16 --tokens 96 --repeats 2
 
-Token ids are random (the time does not depend on them); rows are full length. Each figure is the
-median over ``--repeats`` timed runs after one warm-up, in bf16 autocast where the CPU has it
-natively (else fp32), on all the process's threads.
+Token ids are random (the time does not depend on them); rows are full length. The two variants
+are timed in turn, ``--repeats`` rounds after a warm-up round, and each figure is the median of
+its rounds; bf16 autocast where the CPU has it natively (else fp32), on all the process's
+threads.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 
 from irdistill.models import cls_only
 from irdistill.models.cross_encoder import CrossEncoder
+from irdistill.models.dropout import cpu_dropout
 from irdistill.models.runtime import autocast_context, resolve_precision
 
 
@@ -53,21 +55,32 @@ def main(argv=None) -> None:
         with torch.inference_mode(), autocast_context(torch.device("cpu"), precision):
             return model(**inputs).logits[:, 0].float()
 
-    def train_step():
+    def train_step():  # as the engine trains on a CPU: the cheap dropout masks of fast_dropout
         model.train()
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                     else contextlib.nullcontext())
-        with autocast:
+        with cpu_dropout(model), autocast:
             loss = model(**inputs).logits[:, 0].float().view(-1, 8).logsumexp(-1).mean()
         loss.backward()
         model.zero_grad()
 
-    rows = {}
+    # the two variants interleaved, repeat after repeat, so that a slower stretch of the machine
+    # falls on both; each figure is a median
     full_scores = score()
-    for name in ("full last layer", "[CLS]-only last layer"):
-        if name.startswith("[CLS]"):
-            assert cls_only.enable(model)
-        rows[name] = (timed(score, args.repeats), timed(train_step, args.repeats))
+    times: dict[str, list[tuple[float, float]]] = {"full last layer": [],
+                                                   "[CLS]-only last layer": []}
+    for repeat in range(args.repeats + 1):  # the first round warms up
+        for name in times:
+            if name.startswith("[CLS]"):
+                assert cls_only.enable(model)
+            else:
+                cls_only.disable(model)
+            timing = (timed(score, 1), timed(train_step, 1))
+            if repeat:
+                times[name].append(timing)
+    rows = {name: (statistics.median(t[0] for t in values),
+                   statistics.median(t[1] for t in values)) for name, values in times.items()}
+    assert cls_only.enable(model)
     difference = float((score() - full_scores).abs().max())
     print(f"MiniLM-L6, {args.pairs} pairs x {args.tokens} tokens, {precision or 'fp32'}, "
           f"{torch.get_num_threads()} threads; median of {args.repeats}")
