@@ -9,9 +9,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 
 def cache_dir() -> Path:
     """Where indexes and tokenised corpora are cached (``IRDISTILL_CACHE`` or ~/.cache/irdistill)."""
@@ -31,12 +28,18 @@ def stable_hash(obj: Any, length: int = 16, algorithm: str = "sha256",
 
 
 def seed_everything(seed: int) -> None:
+    # the config and the CLI import this module at their start: torch loads only when used
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def default_device() -> str:
+    import torch  # as above
+
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
