@@ -146,7 +146,7 @@ def retrieve(
         if given:
             raise IrdistillError(f"{', '.join(given)} is a BM25 option, and --model asks for "
                                  "dense retrieval", hint="leave out one or the other")
-        from irdistill.models.runtime import resolve_model_path
+        from irdistill.models.paths import resolve_model_path
         from irdistill.retrieval.dense import DenseSettings, check_search, write_dense_run
 
         settings = DenseSettings(max_length=max_length, precision=precision or "auto",

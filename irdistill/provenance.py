@@ -20,7 +20,7 @@ from typing import Any
 
 from irdistill.config import config_hash as hash_of
 from irdistill.io import write_json
-from irdistill.models.runtime import BUNDLED_ALIASES, WEIGHT_FILES, resolve_model_path
+from irdistill.models.paths import BUNDLED_ALIASES, WEIGHT_FILES, resolve_model_path
 from irdistill.utils import stable_hash
 
 PACKAGES = ("irdistill", "torch", "transformers", "accelerate", "sentence-transformers",

@@ -62,3 +62,30 @@ def test_a_head_that_reads_every_position_keeps_the_full_layer(tmp_path):
     assert cls_only.enable(model)
     cls_only.disable(model)
     assert "forward" not in vars(cls_only.last_layer(model))
+
+
+def test_a_probe_that_cannot_run_keeps_the_full_layer(tmp_path, monkeypatch):
+    """E.g. FlashAttention-2 chosen for a GPU while the model is still on the CPU."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = build_tiny_model("bert", tmp_path / "bert", initializer_range=0.2)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+
+    def cannot_run(*args, **kwargs):
+        raise RuntimeError("FlashAttention only supports CUDA devices")
+
+    monkeypatch.setattr(model, "forward", cannot_run)
+    assert not cls_only.enable(model) and not cls_only.enabled(model)
+
+
+def test_scores_from_the_full_layer_are_not_resumed_as_if_cut(tmp_path):
+    from irdistill.rerank.scoring import scoring_identity
+
+    cut, full = model_pair("bert", tmp_path)
+
+    class Collection:
+        name = "toy"
+
+    run = {"q": {"a": 1.0, "b": 0.5}}
+    identities = [scoring_identity("m", ce, Collection(), run, 2) for ce in (cut, full)]
+    assert identities[0]["last_layer"] == "cls-only" and "last_layer" not in identities[1]

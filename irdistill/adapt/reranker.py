@@ -61,7 +61,8 @@ from irdistill.experiments.report import build_report, load_run_results, write_r
 from irdistill.io import write_json
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.parts import check_layer_count
-from irdistill.models.runtime import check_precision, resolve_model_path, training_precision
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import check_precision, training_precision
 from irdistill.rerank.scoring import rerank_run, scoring_identity
 from irdistill.retrieval.bm25 import bm25_run
 from irdistill.retrieval.dense import dense_run

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.utils.data
-
 from irdistill.data.groups import Group
 from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file, iter_lines
@@ -93,6 +91,8 @@ class TripleGroups:
             raise IrdistillError("triple file holds no triples", path=self.path)
 
     def __iter__(self) -> Iterator[Group]:
+        import torch.utils.data  # torch only when the stream is read (teach import reads triples)
+
         info = torch.utils.data.get_worker_info()
         shard, shards = (info.id, info.num_workers) if info is not None else (0, 1)
         kept: set[str] = set()

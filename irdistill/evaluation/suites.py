@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from irdistill.config import from_dict, read_yaml
 from irdistill.data.collection import Collection, check_collection_spec, load_collection
 from irdistill.data.trec import Run, ranked, read_run, write_run

@@ -30,7 +30,8 @@ from irdistill.data.sampling import MODES
 from irdistill.errors import unknown_name
 from irdistill.losses import get_loss
 from irdistill.models.parts import check_layer_count
-from irdistill.models.runtime import resolve_model_path, training_precision
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import training_precision
 from irdistill.models.splade import Splade
 from irdistill.retrieval.sparse_index import SparseIndex, build_splade_index, splade_search
 from irdistill.train.dev import scoring_precision

@@ -7,6 +7,15 @@ position; the query projection, the attention output, and the feed-forward block
 layer's matrix products) are needed for the [CLS] row alone. For a 6-layer model that is about
 an eighth of a forward (and backward) pass saved, with the same result up to rounding.
 
+In training the layer computes the same function, but dropout draws masks for the one row
+only, so a seed's run follows another random stream than with the full layer (as with
+``train.fast_dropout``; the key ``model.cls_only_last_layer`` is hash-neutral like that one).
+Under gradient checkpointing the last layer is not recomputed: it keeps its activations (mostly
+the keys and values of every position). ``output_hidden_states`` then ends with a
+``[batch, 1, hidden]`` last state: a model used for token embeddings should be loaded with
+``cls_only_last_layer=False``. Where the probe cannot run (an attention kernel for another
+device, such as FlashAttention-2 on a model still on the CPU), the full layer is kept.
+
 :func:`enable` replaces the last layer's ``forward`` of a BERT-like encoder (a layer with
 ``attention.self.query/key/value``, ``attention.output`` and ``feed_forward_chunk``, as BERT,
 RoBERTa, XLM-R and ELECTRA have) and then *checks* it: a probe batch is scored both ways, and the
@@ -95,7 +104,11 @@ def enable(model: nn.Module) -> bool:
     training = model.training
     model.eval()
     try:
-        full = _probe_scores(model)
+        try:  # the probe runs where the model is now (an attention kernel for another device,
+            full = _probe_scores(model)  # e.g. FlashAttention-2 loaded on a CPU, cannot run it)
+        except Exception as exc:
+            log.debug("[CLS]-only last layer not checked, so not used: %s", exc)
+            return False
         layer.forward = types.MethodType(_cls_only_forward, layer)
         try:
             cut = _probe_scores(model)
@@ -111,6 +124,12 @@ def enable(model: nn.Module) -> bool:
         return True
     finally:
         model.train(training)
+
+
+def enabled(model: nn.Module | None) -> bool:
+    """Whether ``model``'s last layer is computed for the [CLS] row only."""
+    layer = last_layer(model) if model is not None else None
+    return bool(getattr(layer, "cls_only", False))
 
 
 def disable(model: nn.Module) -> None:

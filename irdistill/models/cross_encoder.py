@@ -22,9 +22,10 @@ from irdistill.io import write_json
 from irdistill.models import backbones, cls_only
 from irdistill.models.model_card import EVALUATION_FILE, write_model_card
 from irdistill.models.onnx import OnnxRunner, export_onnx
-from irdistill.models.runtime import (BUNDLED_ALIASES, DEFAULT_MAX_TOKENS, autocast_context,
-                                      budget_for, check_device, check_precision, plan_batches,
-                                      resolve_model_path, resolve_precision)
+from irdistill.models.paths import BUNDLED_ALIASES, resolve_model_path
+from irdistill.models.runtime import (DEFAULT_MAX_TOKENS, autocast_context, budget_for,
+                                      check_device, check_precision, plan_batches,
+                                      resolve_precision)
 from irdistill.models.tokenization import PairEncoder
 from irdistill.utils import default_device
 

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from irdistill.errors import IrdistillError
-from irdistill.models.runtime import resolve_model_path
+from irdistill.models.paths import resolve_model_path
 
 
 def _layers(base: nn.Module) -> tuple[str, nn.ModuleList]:

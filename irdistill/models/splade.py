@@ -44,7 +44,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from irdistill.errors import IrdistillError
 from irdistill.io import write_json
-from irdistill.models.runtime import autocast_context, resolve_model_path, resolve_precision
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import autocast_context, resolve_precision
 from irdistill.utils import default_device
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,20 @@
 * :func:`merge_runs`, :func:`parse_shard` (:mod:`irdistill.rerank.sharding`): shards split and
   joined back into the single-process run.
 """
-from irdistill.rerank.job import RerankResult, RerankSettings, run_rerank
-from irdistill.rerank.scoring import (NonFiniteScores, check_candidates, rerank_run,
-                                      rerank_to_file, scoring_identity)
-from irdistill.rerank.sharding import merge_runs, parse_shard
+from importlib import import_module
 
-__all__ = ["run_rerank", "RerankSettings", "RerankResult", "rerank_run", "rerank_to_file",
-           "check_candidates", "scoring_identity", "NonFiniteScores", "merge_runs",
-           "parse_shard"]
+#: public name -> its module; loaded on first use, so that ``irdistill.rerank.sharding`` (what
+#: ``irdistill merge-runs`` needs) does not load torch and a model class with the package
+_NAMES = {"run_rerank": "job", "RerankSettings": "job", "RerankResult": "job",
+          "rerank_run": "scoring", "rerank_to_file": "scoring", "check_candidates": "scoring",
+          "scoring_identity": "scoring", "NonFiniteScores": "scoring",
+          "merge_runs": "sharding", "parse_shard": "sharding"}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(import_module(f"irdistill.rerank.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'irdistill.rerank' has no attribute {name!r}")
+
+
+__all__ = list(_NAMES)

@@ -18,7 +18,8 @@ from irdistill.distributed import device_for_rank, is_main, main_process_first
 from irdistill.errors import IrdistillError
 from irdistill.io import check_output_file
 from irdistill.models.cross_encoder import CrossEncoder
-from irdistill.models.runtime import budget_for, check_device, check_precision, resolve_model_path
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import budget_for, check_device, check_precision
 from irdistill.provenance import file_fingerprint, write_run_provenance
 from irdistill.rerank.scoring import check_candidates, rerank_to_file, scoring_identity
 from irdistill.rerank.sharding import check_shard

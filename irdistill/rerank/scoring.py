@@ -28,6 +28,7 @@ from irdistill.data.trec import Run, ranked, write_run
 from irdistill.distributed import is_distributed, is_main, rank, wait_for_everyone, world_size
 from irdistill.errors import IrdistillError
 from irdistill.io import append_jsonl, read_checkpoint, start_checkpoint
+from irdistill.models import cls_only
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.runtime import DEFAULT_MAX_TOKENS
 from irdistill.provenance import candidates_digest, model_fingerprint
@@ -182,6 +183,8 @@ def scoring_identity(model_source: str, model: CrossEncoder, collection: Collect
                                                  for q, docs in run.items()})}
     if getattr(model, "truncation", "segments") != "segments":  # files from before it existed
         identity["truncation"] = model.truncation
+    if cls_only.enabled(getattr(model, "model", None)):  # it rounds differently, as backends do
+        identity["last_layer"] = "cls-only"
     return identity
 
 

@@ -53,8 +53,8 @@ from irdistill.data.trec import Run, write_run
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.io import append_jsonl, read_jsonl_checkpoint, write_json
 from irdistill.models.cross_encoder import _load_error
-from irdistill.models.runtime import (autocast_context, check_device, resolve_model_path,
-                                      resolve_precision)
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import autocast_context, check_device, resolve_precision
 from irdistill.provenance import model_fingerprint, sha256_file, write_run_provenance
 from irdistill.utils import cache_dir, default_device, stable_hash
 

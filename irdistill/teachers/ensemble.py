@@ -44,7 +44,8 @@ from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.io import check_output_file, check_output_folder
 from irdistill.models.cross_encoder import CrossEncoder
-from irdistill.models.runtime import check_device, check_precision, resolve_model_path
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import check_device, check_precision
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
 from irdistill.rerank.scoring import check_candidates, rerank_run

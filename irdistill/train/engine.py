@@ -51,7 +51,8 @@ from irdistill.losses import get_loss
 from irdistill.models.backbones import check_training_options, split_parameters
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.parts import check_layer_count, freeze_domain
-from irdistill.models.runtime import CPU_MAX_TOKENS, resolve_model_path, with_training_precision
+from irdistill.models.paths import resolve_model_path
+from irdistill.models.runtime import CPU_MAX_TOKENS, with_training_precision
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments
 from irdistill.train.data import (GroupCollator, GroupDataset, GroupStream, LazyTokens,
