@@ -39,6 +39,11 @@ BUILDER_ARGUMENTS = {
 }
 
 
+def _select(run: Run, query_ids: list[str] | None) -> Run:
+    """``run``'s queries of ``query_ids`` (all with None)."""
+    return run if query_ids is None else {q: run[q] for q in query_ids if q in run}
+
+
 class GroupSource:
     """The groups of one training run's data config (``data.mode`` and its keys)."""
 
@@ -130,15 +135,14 @@ class CandidateRunSource(GroupSource):
         depth = depth or self.data.depth
         if self.data.run:
             run = read_run(self.data.run, depth=depth)
-            return run if query_ids is None else {q: run[q] for q in query_ids if q in run}
+            return _select(run, query_ids)
         if query_ids is None:
             query_ids = [q for q in sorted(collection.require_qrels()) if q in collection.queries]
         return bm25_run(collection, k=depth, query_ids=query_ids)
 
     def builder_arguments(self, run, collection, config) -> dict:
-        arguments = super().builder_arguments(run, collection, config)
-        arguments.pop("mining", None)
-        return {**arguments, **mining_options(config.data)}  # {} unless mining is asked for
+        return {**super().builder_arguments(run, collection, config),
+                **mining_options(config.data)}  # {} unless mining is asked for
 
 
 class TeacherRunSource(GroupSource):
@@ -155,7 +159,7 @@ class TeacherRunSource(GroupSource):
     def candidates(self, collection, depth=None, query_ids=None) -> Run:
         self.check_inputs()
         run = read_run(self.data.teacher_run, depth=depth or self.data.depth)
-        return run if query_ids is None else {q: run[q] for q in query_ids if q in run}
+        return _select(run, query_ids)
 
 
 class TripleSource(GroupSource):
