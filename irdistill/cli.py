@@ -354,22 +354,20 @@ def demo(
                       "repeatable).")] = None,
 ) -> None:
     """Offline demo on SciFact: BM25, a bi-encoder and their hybrid; a MiniLM re-ranker trained
-    for a time budget; the re-ranker alone and fused with BM25; optionally out of domain."""
-    from irdistill.data.collection import load_collection
-    from irdistill.demo import ood_folder, out_of_domain, run_demo
+    for a time budget; the re-ranker alone and fused with BM25; optionally out of domain.
 
-    for name in ood or []:
-        load_collection(name)  # a bad name fails now, not after the training
+    The demo is a grid (irdistill/experiments/demo.yaml) run by the experiment runner: the
+    output folder is an experiment's (`irdistill compare OUTPUT` reads it)."""
+    from irdistill.demo import run_demo
+    from irdistill.experiments.report import to_markdown
+
     overrides = list(set_ or [])
     if minutes is not None:
         overrides.append(f"train.max_minutes={minutes}")
-    results = run_demo(output, overrides=overrides, bi_encoder=bi_encoder,
-                       untrained=untrained)
-    _print_table(results, title="BEIR SciFact test")
-    typer.echo(f"results written to {output / 'results.json'}")
-    for name in ood or []:
-        _print_table(out_of_domain(output, name), title=f"{name} (out of domain)")
-        typer.echo(f"results written to {ood_folder(output, name) / 'results.json'}")
+    report = run_demo(output, overrides=overrides, bi_encoder=bi_encoder, untrained=untrained,
+                      ood=list(ood or []))
+    typer.echo(to_markdown(report))
+    typer.echo(f"results written to {output / 'results.json'}; tables in {output / 'report'}")
 
 
 # -- experiments: grids, suites, comparison (irdistill.experiments) --------------------------

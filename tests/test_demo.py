@@ -1,13 +1,11 @@
 import json
 import math
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from irdistill.cli import app
-from irdistill.data.trec import ranked, read_run
-
-SYSTEMS = ["bm25", "bi-encoder", "hybrid", "untrained", "reranker", "reranker+bm25"]
-OOD_SYSTEMS = ["bm25", "bi-encoder", "hybrid", "reranker", "reranker-on-hybrid", "reranker+bm25"]
+from irdistill.data.trec import read_run
 
 
 def zscores(scores):
@@ -22,6 +20,14 @@ def minmax(scores):
     return {d: (v - low) / (high - low) if high > low else 0.0 for d, v in scores.items()}
 
 
+def evaluated_run(out, system, dataset):
+    """The run file of one system on one dataset, from the grid's manifest."""
+    manifest = json.loads((out / "experiment.json").read_text())
+    entry = next(e for e in manifest["evaluations"]
+                 if e["system"] == system and e["dataset"] == dataset)
+    return read_run(out / entry["file"].replace(".json", ".trec")), entry
+
+
 def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_available):
     """The demo's whole path, fast: the recipe's cross-encoder and bi-encoder swapped for a tiny
     model; checks what each row is made of, not only that it prints."""
@@ -34,68 +40,89 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
         "--ood", "cranfield", "--untrained"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == SYSTEMS
-    assert abs(results["bm25"]["nDCG@10"] - 0.662) < 0.003
-    for name in results:
-        assert set(results[name]) == {"nDCG@10", "RR@10"}
-        assert f"{results[name]['nDCG@10']:.4f}" in result.output
-        assert (out / "runs" / f"{name}.trec").exists()
-    runs = {name: read_run(out / "runs" / f"{name}.trec") for name in SYSTEMS}
-    bm25 = runs["bm25"]
+    assert list(results) == ["scifact", "cranfield"]
+    untrained = f"untrained {Path(tiny_bert).name}"
+    assert list(results["scifact"]) == ["BM25", "bi-encoder", "hybrid", untrained, "re-ranker",
+                                        "re-ranker + BM25"]
+    assert list(results["cranfield"]) == list(results["scifact"])
+    assert abs(results["scifact"]["BM25"]["nDCG@10"] - 0.662) < 0.003
+    for dataset, rows in results.items():
+        for name, values in rows.items():
+            assert set(values) == {"nDCG@10", "RR@10"}
+            assert f"{values['nDCG@10']:.4f}" in result.output
+    assert "| BM25 (first stage, baseline) |" in result.output  # with tests against it
+    assert (out / "report" / "comparison.md").exists()
 
-    # the hybrid: the mean of the z-scores of BM25 and the bi-encoder over the BM25 top-100
     from irdistill.data.collection import load_collection
     from irdistill.retrieval.dense import dense_scores
 
     test = load_collection("beir/scifact/test")
+    bm25, _ = evaluated_run(out, "BM25", "scifact")
+    assert all(len(docs) == 20 for docs in bm25.values())  # the re-ranked candidates
+    dense, _ = evaluated_run(out, "bi-encoder", "scifact")
+    assert max(len(docs) for docs in dense.values()) == 100  # dense top-100
+    # the hybrid: the mean of the z-scores of BM25 and the bi-encoder over the BM25 top-100
+    hybrid, _ = evaluated_run(out, "hybrid", "scifact")
     qid = sorted(bm25)[0]
-    cosine = dense_scores(test, tiny_bert, {qid: list(bm25[qid])}, show_progress=False)[qid]
-    zb, zc = zscores(bm25[qid]), zscores(cosine)
-    for doc, score in runs["hybrid"][qid].items():
+    assert len(hybrid[qid]) == 100 and set(bm25[qid]) <= set(hybrid[qid])
+    from irdistill.retrieval.bm25 import bm25_run
+
+    top100 = bm25_run(test, k=100, query_ids=[qid])[qid]
+    cosine = dense_scores(test, tiny_bert, {qid: list(top100)}, show_progress=False)[qid]
+    zb, zc = zscores(top100), zscores(cosine)
+    for doc, score in hybrid[qid].items():
         assert abs(score - (zb[doc] + zc[doc])) < 1e-4
 
-    # reranker+bm25 is the interpolation of the re-ranker's and BM25's top-20 with the weight
-    # chosen on held-out training queries
-    settings = json.loads((out / "settings.json").read_text())
-    alpha = settings["interpolation_alpha"]
-    assert 0.0 <= alpha <= 1.0
-    top = dict(ranked(bm25[qid], 20))
-    a, b = minmax(runs["reranker"][qid]), minmax(top)
-    for doc, score in runs["reranker+bm25"][qid].items():
+    # re-ranker + BM25 is the interpolation of the re-ranker's and BM25's top-20 with the weight
+    # chosen on the held-out training queries
+    reranker, entry = evaluated_run(out, "re-ranker", "scifact")
+    fused, _ = evaluated_run(out, "re-ranker + BM25", "scifact")
+    cell = out / "cells" / entry["cell"]
+    fusion = json.loads((cell / "fusion-top20.json").read_text())
+    alpha = fusion["alpha"]
+    assert 0.0 <= alpha <= 1.0 and fusion["collection"] == "beir/scifact/train"
+    assert set(reranker[qid]) == set(bm25[qid])
+    a, b = minmax(reranker[qid]), minmax(bm25[qid])
+    for doc, score in fused[qid].items():
         assert abs(score - (alpha * a[doc] + (1 - alpha) * b[doc])) < 1e-5
-    assert set(runs["reranker"][qid]) == set(top)
 
-    # the held-out queries are left out of training and of the training teacher
-    dev = set(settings["dev_queries"])
-    assert len(dev) == 81  # every 10th of the 809 judged training queries
-    assert not dev & set(read_run(out / "runs" / "teacher-train.trec"))
-    provenance = json.loads((out / "train" / "provenance.json").read_text())
+    # the held-out queries (a tenth of the judged training queries, drawn by the seed) are
+    # left out of training, and none is a test query
+    dev = set(fusion["dev_queries"])
+    assert len(dev) == 81 and not dev & set(test.queries)
+    provenance = json.loads((cell / "provenance.json").read_text())
     assert provenance["data"]["groups"] == 809 - 81  # one epoch: a group per training query
-    steps = [json.loads(line) for line in
-             (out / "train" / "train_log.jsonl").read_text().splitlines()]
-    assert max(s["step"] for s in steps) == 2
-    assert settings["precision"] == "fp32"
+    steps = [json.loads(line) for line in (cell / "train_log.jsonl").read_text().splitlines()]
+    assert max(s["step"] for s in steps if "step" in s) == 2
+    assert provenance["config"]["train"]["precision"] == "fp32"
 
-    # out of domain: the same systems on Cranfield, never trained on
-    ood = out / "ood" / "cranfield"
-    results = json.loads((ood / "results.json").read_text())
-    assert list(results) == OOD_SYSTEMS
-    assert "cranfield (out of domain)" in result.output
-    runs = {name: read_run(ood / "runs" / f"{name}.trec") for name in OOD_SYSTEMS}
+    # out of domain: the same systems on Cranfield, never trained on, fused by the same weight
     cranfield = load_collection("cranfield")
-    assert set(runs["bm25"]) == set(cranfield.queries)
-    for qid in sorted(runs["bm25"])[:5]:
-        bm25_top = dict(ranked(runs["bm25"][qid], 20))
-        hybrid_top = dict(ranked(runs["hybrid"][qid], 20))
-        assert set(runs["reranker"][qid]) == set(bm25_top)
-        assert set(runs["reranker-on-hybrid"][qid]) == set(hybrid_top)
-        # one model, one score per pair, whichever list it came from
-        for doc in set(bm25_top) & set(hybrid_top):
-            assert runs["reranker"][qid][doc] == runs["reranker-on-hybrid"][qid][doc]
-        # fused with BM25 by the in-domain weight
-        a, b = minmax(runs["reranker"][qid]), minmax(bm25_top)
-        for doc, score in runs["reranker+bm25"][qid].items():
+    bm25, _ = evaluated_run(out, "BM25", "cranfield")
+    reranker, _ = evaluated_run(out, "re-ranker", "cranfield")
+    fused, _ = evaluated_run(out, "re-ranker + BM25", "cranfield")
+    assert set(bm25) == {q for q, docs in cranfield.qrels.items() if docs}
+    for qid in sorted(bm25)[:5]:
+        assert set(reranker[qid]) == set(bm25[qid])
+        a, b = minmax(reranker[qid]), minmax(bm25[qid])
+        for doc, score in fused[qid].items():
             assert abs(score - (alpha * a[doc] + (1 - alpha) * b[doc])) < 1e-5
+
+    # a rerun reuses everything: nothing is trained, tuned or evaluated again
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "results.json"
+                   and "report" not in p.parts)
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    again = CliRunner().invoke(app, [
+        "demo", "--output", str(out), "--bi-encoder", tiny_bert, "--minutes", "5",
+        "--set", f"model.name={tiny_bert}", "--set", "train.epochs=1",
+        "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+        "--set", "model.max_doc_length=32", "--set", "train.precision=fp32",
+        "--ood", "cranfield", "--untrained"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "results.json").read_text()) == results
+    changed = [p for p in files if p.stat().st_mtime_ns != stamps[p]]
+    assert not [p for p in changed if p.suffix in (".trec", ".safetensors") or
+                p.name.startswith("fusion-")], changed
 
 
 def test_demo_rejects_a_bad_ood_collection_before_training(tmp_path, scifact_available):

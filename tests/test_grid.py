@@ -235,6 +235,86 @@ def test_unknown_loss_fails_before_any_work(tmp_path, beir_folder, tiny_bert, fa
     assert fake_training == [] and not (tmp_path / "out" / "cells").exists()
 
 
+SYSTEMS = """baselines:
+  dense-tiny: {{type: dense, model: {model}, depth: 5}}
+  hybrid: {{type: hybrid, model: {model}, depth: 4}}
+evaluation: {{fusion: true, untrained: false}}
+"""
+
+
+def test_baselines_and_fused_rows(tmp_path, beir_folder, tiny_bert, fake_training,
+                                  scifact_available):
+    """Baselines are evaluated once per dataset; each cell also gives a row fused with the
+    first stage, by a weight tuned on its own held-out training queries."""
+    from irdistill.data.trec import read_run
+    from irdistill.experiments.report import load_grid_results
+
+    path = write_grid(tmp_path, beir_folder, tiny_bert, "  objective: [bce, infonce]",
+                      SYSTEMS.format(model=tiny_bert))
+    path.write_text(path.read_text().replace("max_queries: 8}", "max_queries: 8, "
+                                                                "dev_fraction: 0.25}"))
+    grid = load_grid(path)
+    status = run_grid(grid, dry_run=True)
+    assert status.shared == 3  # BM25 and the two baselines; no untrained row
+    assert [s.evaluations for s in status.cells] == [2, 2]  # the re-ranker and its fusion
+    run_grid(grid, show_progress=False)
+    rs = load_grid_results(grid.output)
+    assert rs.systems() == ["BM25", "dense-tiny", "hybrid", "bce", "bce + BM25", "infonce",
+                            "infonce + BM25"]
+    out = grid.output
+    manifest = json.loads((out / "experiment.json").read_text())
+    files = {e["system"]: out / e["file"].replace(".json", ".trec")
+             for e in manifest["evaluations"]}
+    bm25, hybrid = read_run(files["BM25"]), read_run(files["hybrid"])
+    from irdistill.data.collection import load_collection
+    from irdistill.retrieval.bm25 import bm25_run
+
+    collection = load_collection(str(beir_folder), "test")
+    deeper = bm25_run(collection, k=4, query_ids=sorted(bm25))
+    assert set(hybrid) == set(bm25) == {"q1", "q2"}  # the judged queries
+    for qid in bm25:  # the suite's depth re-ranked; the hybrid's own depth fused
+        assert len(bm25[qid]) <= 3 and set(hybrid[qid]) == set(deeper[qid]) >= set(bm25[qid])
+    dense = read_run(files["dense-tiny"])  # the whole collection ranked (5 > its 4 documents)
+    assert set(dense) == {"q1", "q2"} and all(len(d) == 4 for d in dense.values())
+    for cell in manifest["cells"]:
+        fusion = json.loads((out / cell["folder"] / "fusion-top3.json").read_text())
+        assert len(fusion["dev_queries"]) == 2  # a quarter of the 8 training queries
+        assert fusion["collection"] == "beir/scifact/train"
+        reranked, fused = read_run(files[cell["system"]]), \
+            read_run(files[cell["system"] + " + BM25"])
+        alpha = fusion["alpha"]
+        for qid, docs in fused.items():
+            a = {d: (s - min(reranked[qid].values())) /
+                 ((max(reranked[qid].values()) - min(reranked[qid].values())) or 1)
+                 for d, s in reranked[qid].items()}
+            b = {d: (s - min(bm25[qid].values())) /
+                 ((max(bm25[qid].values()) - min(bm25[qid].values())) or 1)
+                 for d, s in bm25[qid].items()}
+            for doc, score in docs.items():
+                assert abs(score - (alpha * a[doc] + (1 - alpha) * b[doc])) < 1e-5
+    # a fused row belongs to its cell (so `compare` pairs its seeds as the re-ranker's)
+    kinds = {e["system"]: (e["kind"], e["cell"]) for e in manifest["evaluations"]}
+    assert kinds["bce + BM25"] == ("fused", kinds["bce"][1]) and kinds["bce"][1] is not None
+    assert kinds["hybrid"] == ("baseline", None)
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("evaluation: {fusion: true}", "the cell names none"),
+    ("baselines: {dense: {type: sparse, model: m}}", "baseline 'dense': unknown baseline type "
+                                                     "'sparse'"),
+    ("baselines: {BM25: {type: dense, model: m}}", "has the name of the first stage"),
+    ("baselines: {d: {type: dense, model: m, depth: 0}}", "depth 0 must be"),
+    ("baselines: [dense]", "'baselines' must map system names"),
+])
+def test_bad_baselines_and_fusion_fail_before_any_work(tmp_path, beir_folder, tiny_bert,
+                                                      fake_training, extra, words):
+    path = write_grid(tmp_path, beir_folder, tiny_bert, AXES, extra)
+    with pytest.raises(IrdistillError) as info:
+        run_grid(load_grid(path), dry_run=True)
+    assert words in str(info.value)
+    assert fake_training == [] and not (tmp_path / "out").exists()
+
+
 def test_cli_experiment_run_and_compare_end_to_end(tmp_path, beir_folder, tiny_bert,
                                                    scifact_available):
     """Real training of the tiny model (2 steps) on SciFact train, evaluation on a small

@@ -53,7 +53,7 @@ from irdistill.adapt.recipe import domain_mlm, prepare_base, save_recombined, se
 from irdistill.config import Config, check_config, from_dict, load_config, merge, to_dict
 from irdistill.data.collection import Collection, load_collection
 from irdistill.data.trec import ranked, write_qrels, write_run
-from irdistill.demo import DEMO_RECIPE, FIRST_STAGE_DEPTH
+from irdistill.demo import FIRST_STAGE_DEPTH, source_recipe
 from irdistill.errors import IrdistillError, unknown_name
 from irdistill.evaluation.metrics import parse_measures
 from irdistill.evaluation.suites import slug
@@ -88,7 +88,7 @@ PSEUDO_TRAINING = {
 
 
 def _source_training() -> Config:
-    return from_dict(Config, DEMO_RECIPE)
+    return from_dict(Config, source_recipe())
 
 
 @dataclass
@@ -182,7 +182,7 @@ def load_adapt_config(path: str | Path | None = None, overrides: list[str] | Non
     """The config of a YAML file and ``--set`` overrides over the defaults, where a partly
     given ``training`` or ``source_training`` keeps the rest of its recipe."""
     return load_config(path, overrides, cls=RerankerAdaptConfig,
-                       base={"training": PSEUDO_TRAINING, "source_training": DEMO_RECIPE})
+                       base={"training": PSEUDO_TRAINING, "source_training": source_recipe()})
 
 
 def adapt_reranker(config: RerankerAdaptConfig, output_dir: str | Path, *,

@@ -235,9 +235,14 @@ def load_dataset(spec: DatasetSpec) -> Collection:
     return collection
 
 
+def judged_query_ids(collection: Collection) -> list[str]:
+    """The queries a suite evaluates: those with judgements, in sorted order."""
+    return sorted(q for q, docs in collection.qrels.items() if docs and q in collection.queries)
+
+
 def first_stage_run(suite: Suite, spec: DatasetSpec, collection: Collection) -> Run:
     """The candidates of the judged queries: the dataset's run file, or BM25 top-``depth``."""
-    judged = sorted(q for q, docs in collection.qrels.items() if docs and q in collection.queries)
+    judged = judged_query_ids(collection)
     if suite.first_stage == "run":
         run = read_run(spec.run, depth=suite.depth)
         return {q: docs for q, docs in run.items() if q in collection.qrels}

@@ -16,7 +16,12 @@ A grid file (YAML)::
     exclude: [{objective: bce, seed: 42}]  # drop the cells matching every pair of one entry
     suites: [scifact, cranfield]           # built-in names or names defined below
     suite_definitions: {}                  # user suites (or the path of a YAML file of them)
-    evaluation: {depth: 20, precision: bf16, batch_size: 64}
+    baselines:                             # systems with no training (experiments/systems.py)
+      bi-encoder: {type: dense, model: minilm, depth: 100}
+      hybrid: {type: hybrid, model: minilm}  # first stage + bi-encoder z-scores
+    evaluation: {depth: 20, precision: bf16, batch_size: 64,
+                 untrained: true,          # the untrained backbone is a row (default)
+                 fusion: false}            # also each re-ranker fused with the first stage
     baseline: BM25                         # default baseline of `irdistill compare`
     output: runs/scifact-objectives        # relative to the current directory
 
@@ -34,8 +39,10 @@ folder, in this grid or any other grid sharing the output. A cell whose training
 (:func:`irdistill.train.engine.train`). Every evaluation (system x suite dataset) is written
 atomically and reused. The first stage, the untrained backbone (cross-encoders) and the
 models every cell shares (the zero-shot SPLADE model of an adaptation grid, trained once in
-``OUTPUT/shared/models``) are evaluated once per dataset, in ``OUTPUT/shared``, and listed
-beside the trained cells in every table.
+``OUTPUT/shared/models``) and the ``baselines`` are evaluated once per dataset, in
+``OUTPUT/shared``, and listed beside the trained cells in every table. With
+``evaluation.fusion`` each trained re-ranker is also listed fused with the first stage, by a
+weight tuned on the cell's held-out training queries (:mod:`irdistill.experiments.systems`).
 ``experiment.json`` in the output folder indexes the cells and evaluation files for
 ``irdistill compare``.
 """
@@ -53,12 +60,14 @@ from typing import Any
 from irdistill.config import (Config, config_hash, from_dict, merge, parse_overrides, read_yaml,
                               to_dict)
 from irdistill.data.trec import read_run
-from irdistill.distributed import device_for_rank, is_main, wait_for_everyone
+from irdistill.distributed import device_for_rank, is_main, main_process_first, wait_for_everyone
 from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.suites import (VARIANT_TITLES, Suite, check_suite, dataset_key,
                                          evaluate_on_dataset, first_stage_run, get_suite,
                                          load_dataset, load_suites, slug, suite_from_dict)
 from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
+from irdistill.experiments.systems import (Baseline, check_fusion, fused_run, fusion_weight,
+                                           parse_baselines)
 from irdistill.io import write_json
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.model_card import add_evaluation
@@ -70,7 +79,7 @@ log = logging.getLogger(__name__)
 
 SEED_KEY = "train.seed"
 GRID_KEYS = ("name", "description", "kind", "base", "axes", "exclude", "suites",
-             "suite_definitions", "evaluation", "baseline", "output")
+             "suite_definitions", "baselines", "evaluation", "baseline", "output")
 MANIFEST = "experiment.json"
 RETRIEVAL_DEPTH = 1000  # documents a retriever (SPLADE) returns per query, at least
 
@@ -81,6 +90,8 @@ class EvaluationSettings:
     measures: list[str] | None = None  # overrides the measures of every suite
     precision: str | None = None  # default: each cell's train.precision
     batch_size: int = 64
+    untrained: bool = True  # the untrained backbone is a row of the tables (cross-encoders)
+    fusion: bool = False  # each re-ranker also fused with the first stage (systems.py)
 
 
 @dataclass
@@ -126,6 +137,7 @@ class Grid:
     description: str = ""
     kind: str = "cross-encoder"
     source: str | None = None
+    baselines: list[Baseline] = field(default_factory=list)
 
     # -- expansion ------------------------------------------------------------------------
     @property
@@ -276,12 +288,20 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
                 raise unknown_name(f"value of axis '{k}' in 'exclude'", str(v), names[k])
     name = str(data.get("name") or (Path(source).stem if source else "grid"))
     evaluation = from_dict(EvaluationSettings, data.get("evaluation") or {}, "evaluation")
+    if evaluation.fusion and model_kind.retrieves:
+        raise IrdistillError(f"evaluation.fusion fuses re-rankers with the first stage, and a "
+                             f"'{kind}' grid retrieves", hint="set evaluation.fusion: false")
+    baselines = parse_baselines(data.get("baselines"))
     out = Path(output or data.get("output") or Path("runs") / slug(name))
-    return Grid(name, base, axes, _resolve_suites(data.get("suites"),
-                                                  data.get("suite_definitions"), base_dir),
-                evaluation, data.get("baseline"), out,
+    suites = _resolve_suites(data.get("suites"), data.get("suite_definitions"), base_dir)
+    first_stages = {s.first_stage_name() for s in suites}
+    for b in baselines:
+        if b.name in first_stages:
+            raise IrdistillError(f"baseline '{b.name}' has the name of the first stage",
+                                 hint="give it another name")
+    return Grid(name, base, axes, suites, evaluation, data.get("baseline"), out,
                 [{k: str(v) for k, v in r.items()} for r in exclude],
-                str(data.get("description") or ""), kind, source)
+                str(data.get("description") or ""), kind, source, baselines)
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None,
@@ -329,6 +349,8 @@ class EvalTask:
     seed: int | None = None
     precision: str | None = None
     model: str = ""  # which of the cell's models (a system suffix), or a shared model's key
+    baseline: Baseline | None = None  # kind 'baseline': what it runs
+    fuses: Path | None = None  # kind 'fused': the prefix of the trained evaluation it fuses
 
     @property
     def done(self) -> bool:
@@ -336,8 +358,9 @@ class EvalTask:
 
     @property
     def shared(self) -> bool:
-        """Evaluated once for the grid (first stage, untrained, a model the cells share)."""
-        return self.kind != "trained" or self.cell is None
+        """Evaluated once for the grid (first stage, baselines, untrained, a model the cells
+        share)."""
+        return self.kind not in ("trained", "fused") or self.cell is None
 
 
 def _precision(grid: Grid, cell: Cell) -> str:
@@ -345,12 +368,12 @@ def _precision(grid: Grid, cell: Cell) -> str:
 
 
 def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
-    """Every evaluation the grid needs, shared ones (first stage, untrained, models shared by
-    the cells) first."""
+    """Every evaluation the grid needs, shared ones (first stage, baselines, untrained, models
+    shared by the cells) first."""
     cells = cells if cells is not None else grid.cells()
     kind = grid.model_kind
     backbones: dict[str, Cell] = {}
-    for cell in cells if kind.untrained else []:
+    for cell in cells if kind.untrained and grid.evaluation.untrained else []:
         key = _short_hash({**backbone_settings(cell.config), "precision": _precision(grid, cell)})
         backbones.setdefault(key, cell)
     shared_models = kind.shared_models([c.config for c in cells])
@@ -361,6 +384,10 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
                                                            f"{dataset_key(suite, spec)}"
             tasks.append(EvalTask(suite.first_stage_name(), "first_stage", suite, spec,
                                   folder / "first_stage"))
+            for b in grid.baselines:
+                tasks.append(EvalTask(b.name, "baseline", suite, spec,
+                                      folder / f"baseline-{slug(b.name)}-"
+                                               f"{_short_hash(b.settings())}", baseline=b))
             for key, cell in backbones.items():
                 tasks.append(EvalTask(untrained_name(grid, cell), "untrained", suite, spec,
                                       folder / f"untrained-{key}", cell,
@@ -377,10 +404,15 @@ def plan(grid: Grid, cells: list[Cell] | None = None) -> list[EvalTask]:
                 precision = _precision(grid, cell)
                 name = f"{slug(spec.label)}-{dataset_key(suite, spec)}-{precision}"
                 for suffix in kind.systems(cell.config):
-                    tasks.append(EvalTask(cell.system + suffix, "trained", suite, spec,
-                                          grid.cell_dir(cell) / "eval" / suite.name /
-                                          (name + (f"-{slug(suffix)}" if suffix else "")),
+                    prefix = grid.cell_dir(cell) / "eval" / suite.name / \
+                        (name + (f"-{slug(suffix)}" if suffix else ""))
+                    tasks.append(EvalTask(cell.system + suffix, "trained", suite, spec, prefix,
                                           cell, cell.seed, precision, model=suffix))
+                    if grid.evaluation.fusion and suite.passages is None:
+                        tasks.append(EvalTask(
+                            f"{cell.system + suffix} + {suite.first_stage_name()}", "fused",
+                            suite, spec, prefix.with_name(prefix.name + "-fused"), cell,
+                            cell.seed, precision, model=suffix, fuses=prefix))
         if len(tasks) == planned:
             raise IrdistillError(f"cell {cell.describe()} is evaluated on no dataset of the "
                                  "grid's suites", hint="add a suite with its target corpus")
@@ -416,7 +448,7 @@ class GridStatus:
     def lines(self) -> list[str]:
         out = [f"grid '{self.grid.name}': {len(self.cells)} cells, output {self.grid.output}",
                f"suites: {', '.join(s.name for s in self.grid.suite_settings())}; shared "
-               f"evaluations (first stage, untrained or shared models) done: "
+               f"evaluations (first stage, baselines, untrained, shared models) done: "
                f"{self.shared_done}/{self.shared}"]
         for st in self.cells:
             out.append(f"  {st.cell.hash}  {st.cell.describe():<40}  train: {st.training:<9} "
@@ -448,10 +480,8 @@ def write_manifest(grid: Grid, cells: list[Cell], tasks: list[EvalTask]) -> None
                    "folder": str(grid.cell_dir(c).relative_to(grid.output))} for c in cells],
         "evaluations": [{"system": t.system, "kind": t.kind, "seed": t.seed,
                          "suite": t.suite.name, "dataset": t.dataset.label,
-                         "cell": t.cell.hash if t.cell is not None and t.kind == "trained"
-                         else None,
-                         "labels": t.cell.labels if t.cell is not None and t.kind == "trained"
-                         else {},
+                         "cell": None if t.shared else t.cell.hash,
+                         "labels": {} if t.shared else t.cell.labels,
                          "file": str(t.prefix.relative_to(grid.output)) + ".json"}
                         for t in tasks],
     })
@@ -478,6 +508,8 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
     for cell in cells:
         try:
             kind.check(cell.config, inputs)
+            if grid.evaluation.fusion:
+                check_fusion(cell.config)
         except IrdistillError as exc:
             exc.message = f"cell {cell.describe()}: {exc.message}"
             raise
@@ -511,6 +543,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                                                        for a in grid.axes},
                                               "exclude": grid.exclude,
                                               "suites": [s.name for s in grid.suite_settings()],
+                                              "baselines": [b.settings() for b in grid.baselines],
                                               "evaluation": dataclasses.asdict(grid.evaluation)},
                          cells={c.hash: c.labels for c in cells},
                          seeds=sorted({c.seed for c in cells}))
@@ -541,6 +574,14 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         info = {"kind": task.kind, "seed": task.seed}
         if task.cell is not None and task.kind == "trained":
             info.update(cell=task.cell.hash, labels=task.cell.labels)
+        if task.kind == "baseline":
+            evaluate_on_dataset(task.prefix, task.suite, spec, system=task.system,
+                                collection=lambda: data.collection(spec),
+                                candidates=lambda: task.baseline.run(
+                                    task.suite, spec, data.collection(spec), show_progress),
+                                info={**info, "baseline": task.baseline.settings()},
+                                show_progress=show_progress)
+            return
         if task.kind == "first_stage":
             suite = task.suite
             run_file = task.prefix.with_name(task.prefix.name + ".trec")
@@ -577,6 +618,17 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
             if evaluations and (Path(model_dir) / "irdistill.json").exists():  # main process
                 record_in_card(model_dir, task, evaluations)
 
+    def fuse(task: EvalTask, folder: Path, model_dir: Path) -> None:
+        """The trained re-ranker's run of ``task.fuses`` fused with the first stage."""
+        depth = task.suite.depth
+        with main_process_first():  # the first process tunes the weight, the others read it
+            alpha = fusion_weight(task.cell.config, folder, model_dir, depth, task.precision,
+                                  device_for_rank(), grid.evaluation.batch_size, show_progress)
+        first = first_stage_files[(task.suite.name, task.dataset.label)]
+        trained = task.fuses.with_name(task.fuses.name + ".trec")
+        run_task(task, retrieve=lambda _: fused_run(read_run(first), read_run(trained), alpha,
+                                                    depth))
+
     kind = grid.model_kind
     shared = [t for t in tasks if t.shared and t.kind != "trained"]
     for i, task in enumerate(shared, 1):
@@ -609,7 +661,10 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         done = json.loads((folder / "done.json").read_text())
         models = done.get("models") or {"": done["model"]}  # done.json of before kinds
         for task in (t for t in tasks if not t.shared and t.cell is cell):
-            evaluate_model(task, folder / models[task.model])
+            if task.kind == "fused":
+                fuse(task, folder, folder / models[task.model])
+            else:
+                evaluate_model(task, folder / models[task.model])
     log.info("grid '%s' finished in %.0f s; results in %s", grid.name, time.time() - started,
              grid.output)
     return grid_status(grid)

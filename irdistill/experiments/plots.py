@@ -112,7 +112,7 @@ def plot_spread(report: Report, measure: str, stem: Path) -> list[Path]:
                             label=h or None)
         styles = iter(["--", ":", "-."])
         for system in rs.systems():
-            if rs.kind(system) == "trained":
+            if rs.kind(system) in ("trained", "fused"):  # lines for the shared rows only
                 continue
             cell = cells.get((system, col))
             if cell is not None:

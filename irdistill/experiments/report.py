@@ -35,7 +35,8 @@ from irdistill.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
-KIND_ORDER = {"first_stage": 0, "untrained": 1, "trained": 2}
+#: table order; a fused re-ranker follows its re-ranker (both keep the order they came in)
+KIND_ORDER = {"first_stage": 0, "baseline": 1, "untrained": 2, "trained": 3, "fused": 3}
 WIN, LOSS = "▲", "▼"
 
 
@@ -44,7 +45,7 @@ class Result:
     """One system (one seed) on one dataset: aggregate and per-query values."""
 
     system: str
-    kind: str  # first_stage | untrained | trained
+    kind: str  # first_stage | baseline | untrained | trained | fused
     dataset: str  # label shown in tables (with MaxP/FirstP for passage variants)
     aggregate: dict[str, float]
     per_query: dict[str, dict[str, float]]  # query id -> measure -> value
@@ -419,7 +420,8 @@ def to_latex(report: Report, digits: int = 3) -> str:
         previous_kind = None
         for system in rs.systems():
             kind = rs.kind(system)
-            if previous_kind is not None and kind != previous_kind and kind == "trained":
+            if previous_kind is not None and KIND_ORDER.get(previous_kind, 3) < 3 <= \
+                    KIND_ORDER.get(kind, 3):  # a rule above the first trained system
                 out.append(r"\midrule")
             previous_kind = kind
             row = []
