@@ -761,7 +761,7 @@ def adapt_reranker(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")]
     = Path("runs/adapt-reranker"),
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="Override a config key, e.g. --set model=demo-output/train/model "
+        "--set", help="Override a config key, e.g. --set model=demo-output/model "
                       "--set target=cranfield --set seeds=[1,2] --set methods=\\[pseudo,mlm] "
                       "--set training.loss=margin_mse (repeatable).")] = None,
 ) -> None:

@@ -20,14 +20,17 @@ same command trains far more on a GPU than on a laptop. With a teacher data mode
 training queries (``OUTPUT/teachers/hybrid-train.trec``) and trained on. ``--ood COLLECTION``
 adds a suite of that collection, never trained on: the same rows, the fusion by the weight
 chosen in domain. The output folder is the grid's (``irdistill compare OUTPUT`` reads it);
-``results.json`` maps each dataset to each system's measures, ``report/`` holds the tables. A
+``results.json`` maps each dataset to each system's measures, ``report/`` holds the tables,
+``model`` and ``runs/<dataset>/<system>.trec`` link to the trained model and every row's run. A
 rerun goes on from what is finished (BM25 index and embeddings cached, every evaluation kept,
 re-ranking scores kept as they come, training resumed from its checkpoint).
 """
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 from pathlib import Path
 
 from irdistill.config import read_yaml
@@ -122,4 +125,23 @@ def run_demo(output: str | Path = "demo-output", overrides: list[str] | None = N
     for r in report.results.results:
         results.setdefault(r.dataset, {})[r.system] = {m: r.aggregate[m] for m in MEASURES}
     write_json(output / "results.json", results)
+    link_outputs(output)
     return report
+
+
+def link_outputs(output: Path) -> None:
+    """Names a person can type for what the grid keeps under hashed folders:
+    ``OUTPUT/model`` (the trained re-ranker) and ``OUTPUT/runs/<dataset>/<system>.trec`` (every
+    row's run, e.g. ``runs/scifact/BM25.trec``), as relative symbolic links."""
+    manifest = json.loads((output / "experiment.json").read_text(encoding="utf-8"))
+    links = {output / "model": output / manifest["cells"][0]["folder"] / "model"}
+    for entry in manifest["evaluations"]:
+        run = output / (entry["file"].removesuffix(".json") + ".trec")
+        if run.exists():
+            links[output / "runs" / slug(entry["dataset"]) / f"{slug(entry['system'])}.trec"] = run
+    for link, target in links.items():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        os.replace(tmp, link)

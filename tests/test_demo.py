@@ -52,6 +52,13 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
             assert f"{values['nDCG@10']:.4f}" in result.output
     assert "| BM25 (first stage, baseline) |" in result.output  # with tests against it
     assert (out / "report" / "comparison.md").exists()
+    # links a person can type: the model and every row's run
+    assert (out / "model" / "config.json").exists()
+    for dataset, rows in results.items():
+        for name in rows:
+            run, _ = evaluated_run(out, name, dataset)
+            link = out / "runs" / dataset / f"{name.replace(' + ', '_').replace(' ', '_')}.trec"
+            assert read_run(link) == run
 
     from irdistill.data.collection import load_collection
     from irdistill.retrieval.dense import dense_scores
