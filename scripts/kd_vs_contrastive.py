@@ -13,15 +13,18 @@ et al.'s ensemble (arXiv 2010.02666), offline on BEIR SciFact:
    candidates: ``infonce`` on the labels (contrastive), ``margin_mse`` and ``kl`` on the
    ensemble's scores (distillation);
 4. every system re-ranks the BM25 top-``--depth`` of SciFact test: BM25, each teacher, the
-   ensemble (the mean of the teachers' normalised scores), the untrained student and each
-   student. nDCG@10 and RR@10.
+   ensemble (the mean of the teachers' normalised scores of the same candidates), the untrained
+   student and each student. nDCG@10 and RR@10.
 
-Outputs under ``--output``: ``candidates/`` (BM25 runs), ``teachers/<objective>-s<seed>-<hash>/``
-(trainings), ``targets-train/`` and ``targets-test/`` (each teacher's scores in ``teachers/`` and
-the ensemble's run, with provenance), ``students/<loss>-<hash>/`` (trainings with their test
-runs), ``results.json`` (updated row by row) and ``table.md``. Finished trainings, scorings and
-re-rankings are reused, and interrupted scoring resumes, so the command can be run again after
-a stop.
+A thin wrapper over the grid runner: the teachers and the students are two grids (one cell per
+teacher, one per student objective), trained and evaluated by
+:func:`irdistill.experiments.grid.run_grid`; between them the script builds the ensemble's
+targets, and at the end it prints the table. Outputs under ``--output``: ``teachers/`` and
+``students/`` (the grids' folders: ``irdistill compare OUTPUT/students --baseline "student
+infonce (contrastive)"`` tests the students), ``candidates/`` (the BM25 run of training),
+``targets-train/`` (each teacher's scores in ``teachers/`` and the ensemble's run, with
+provenance), ``results.json`` and ``table.md``. Finished trainings, scorings and evaluations are
+reused, so the command can be run again after a stop.
 
 Full budget, about 25-30 minutes on a 2-core CPU with bf16::
 
@@ -31,31 +34,28 @@ Toy scale::
 
     python scripts/kd_vs_contrastive.py --model TINY --student-layers 1 --teacher-steps 2 \\
         --student-steps 1 --batch-size 2 --teacher-queries 8 --train-queries 6 --train-depth 4 \\
-        --eval-queries 5 --depth 5 --precision fp32 --output /tmp/kd
+        --depth 5 --precision fp32 --output /tmp/kd
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from irdistill.config import config_hash, load_config
 from irdistill.data.collection import load_collection
-from irdistill.data.trec import ranked, read_run, write_run
+from irdistill.data.trec import read_run, write_run
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate
+from irdistill.experiments.grid import Grid, grid_from_dict, run_grid
 from irdistill.io import atomic_write, write_json
 from irdistill.losses import LOSSES
-from irdistill.models.cross_encoder import CrossEncoder
-from irdistill.rerank.scoring import rerank_run
 from irdistill.retrieval.bm25 import bm25_run
-from irdistill.teachers.ensemble import NORMALISATIONS, ScoringSettings, Teacher, build_ensemble
-from irdistill.train.engine import train
-from irdistill.utils import seed_everything, setup_logging
+from irdistill.teachers.ensemble import (NORMALISATIONS, ScoringSettings, Teacher, build_ensemble,
+                                         combine)
+from irdistill.utils import setup_logging
 
 log = logging.getLogger("kd_vs_contrastive")
 
@@ -99,8 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-depth", type=int, default=16,
                    help="BM25 candidates per training query scored by the teachers (16)")
     p.add_argument("--depth", type=int, default=20, help="BM25 documents re-ranked on test (20)")
-    p.add_argument("--eval-queries", type=int, default=None,
-                   help="evaluate on the first N test queries only (toy runs)")
     return p.parse_args(argv)
 
 
@@ -124,36 +122,53 @@ def common(args: argparse.Namespace) -> dict:
                       "precision": args.precision, "save_steps": 1000, "logging_steps": 5}}
 
 
-def teacher_config(args, loss: str, seed: int):
+def suite(args: argparse.Namespace) -> dict:
+    """Both grids' one suite: the test collection's BM25 top-``depth`` re-ranked."""
+    return {"kd-test": {"datasets": [{"id": args.test, "name": Path(args.test).name}],
+                        "measures": list(MEASURES), "depth": args.depth}}
+
+
+def grid(args, name: str, base: dict, axes: dict, untrained: bool, output: Path) -> Grid:
+    definitions = suite(args)
+    return grid_from_dict({"name": name, "base": base, "axes": axes, "suites": list(definitions),
+                           "suite_definitions": definitions,
+                           "evaluation": {"untrained": untrained, "batch_size": 32},
+                           "baseline": "BM25"}, output=output)
+
+
+def teacher_grid(args, teachers: list[tuple[str, int]]) -> Grid:
+    """One cell per teacher: the model trained on the labels with its objective and seed."""
     base = common(args)
     base["data"] = {"collection": args.train, "mode": "labels", "depth": 100,
                     "negatives": args.negatives, "sampling": "random",
                     "max_queries": args.teacher_queries}
-    base["loss"] = loss
-    base["train"].update(max_steps=args.teacher_steps, seed=seed)
-    return load_config(base=base)
+    base["train"]["max_steps"] = args.teacher_steps
+    axes = {"teacher": {f"teacher-{loss}-s{seed}": {"loss": loss, "train": {"seed": seed}}
+                        for loss, seed in teachers}}
+    return grid(args, "kd-teachers", base, axes, False, args.output / "teachers")
 
 
-def student_config(args, loss: str, candidates: Path, ensemble: Path):
+def student_grid(args, candidates: Path, ensemble: Path) -> Grid:
     """One budget for every student: only the objective and where targets come from differ."""
     base = common(args)
     base["model"]["num_hidden_layers"] = args.student_layers
-    mode = STUDENT_MODES[loss]
-    data = {"collection": args.train, "mode": mode, "negatives": args.negatives,
-            "sampling": "random"}
-    if mode == "labels":  # positive from the qrels, negatives from the same BM25 candidates
-        data.update(run=str(candidates), depth=args.train_depth)
-    else:  # positive + negatives among the same candidates, targets the ensemble's scores
-        data.update(teacher_run=str(ensemble), depth=args.train_depth + 100,
-                    force_positive=True)
-    base["data"] = data
-    base["loss"] = loss
+    base["data"] = {"collection": args.train, "negatives": args.negatives, "sampling": "random"}
     base["train"].update(max_steps=args.student_steps, seed=args.seed)
-    return load_config(base=base)
+    values = {}
+    for loss in args.students:
+        if STUDENT_MODES[loss] == "labels":  # positive from the qrels, negatives the candidates
+            data = {"mode": "labels", "run": str(candidates), "depth": args.train_depth}
+            label = f"student {loss} (contrastive)"
+        else:  # positive + negatives among the same candidates, targets the ensemble's scores
+            data = {"mode": STUDENT_MODES[loss], "teacher_run": str(ensemble),
+                    "depth": args.train_depth + 100, "force_positive": True}
+            label = f"student {loss} (KD from ensemble)"
+        values[label] = {"loss": loss, "data": data}
+    return grid(args, "kd-students", base, {"student": values}, True, args.output / "students")
 
 
 def markdown(rows: dict[str, dict], args: argparse.Namespace) -> str:
-    lines = [f"SciFact test, re-ranking the BM25 top-{args.depth} ({rows['bm25']['queries']} "
+    lines = [f"SciFact test, re-ranking the BM25 top-{args.depth} ({rows['BM25']['queries']} "
              f"queries). Teachers: {args.model}, {args.teacher_steps} steps each; ensemble: mean "
              f"of {args.normalisation}-normalised scores on the BM25 top-{args.train_depth} + "
              f"judged positives of {args.train_queries} training queries. Students: "
@@ -188,7 +203,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
-    # candidates: BM25 top-train-depth of the first N judged training queries; BM25 on test
+    # 1. teachers: a grid, evaluated on the test collection's BM25 top-depth
+    teachers = teacher_grid(args, teachers_spec)
+    run_grid(teachers)
+    # 2. the ensemble's targets on the BM25 top-train-depth (+ judged positives) of the first N
+    # judged training queries
     train_coll = load_collection(args.train)
     train_qids = sorted(q for q in train_coll.require_qrels() if q in train_coll.queries)
     train_qids = train_qids[: args.train_queries]
@@ -196,80 +215,43 @@ def main(argv=None) -> int:
     if not candidates.exists():
         write_run(candidates, bm25_run(train_coll, k=args.train_depth, query_ids=train_qids),
                   tag="bm25")
-    train_run = read_run(candidates)
-    test = load_collection(args.test)
-    qids = sorted(q for q in test.require_qrels() if q in test.queries)[: args.eval_queries]
-    qrels = {q: test.qrels[q] for q in qids}
-    bm25 = bm25_run(test, k=max(100, args.depth), query_ids=qids)
-    test_candidates = {q: dict(ranked(docs, args.depth)) for q, docs in bm25.items()}
-    tag = f"test-d{args.depth}-q{args.eval_queries or 'all'}"
-
-    rows: dict[str, dict] = {}
-
-    def score(name: str, run, seconds=None):
-        rows[name] = {**evaluate(run, qrels, MEASURES).aggregate, "queries": len(qids),
-                      "train_seconds": seconds}
-        write_json(out / "results.json", rows)
-        log.info("%s: %s", name, ", ".join(f"{m} {rows[name][m]:.4f}" for m in MEASURES))
-
-    score("bm25", bm25)
-
-    # 1. teachers
-    teachers: list[Teacher] = []
-    seconds: dict[str, float | None] = {}
-    for loss, seed in teachers_spec:
-        config = teacher_config(args, loss, seed)
-        name = f"{loss}-s{seed}"
-        folder = out / "teachers" / f"{name}-{config_hash(config)}"
-        log.info("teacher %s: training in %s", name, folder)
-        model_dir = train(config, folder)
-        teachers.append(Teacher(f"teacher-{name}", str(model_dir)))
-        seconds[f"teacher-{name}"] = _train_seconds(folder)
-
-    settings = ScoringSettings(batch_size=32, precision=args.precision)
-    # 2. the ensemble's targets on the training candidates (+ judged positives)
-    log.info("ensemble: scoring %d training queries", len(train_run))
-    targets = build_ensemble(teachers, train_coll, train_run, out / "targets-train",
+    models = {cell.system: teachers.cell_dir(cell) / "model" for cell in teachers.cells()}
+    log.info("ensemble: scoring %d training queries", len(train_qids))
+    targets = build_ensemble([Teacher(name, str(path)) for name, path in models.items()],
+                             train_coll, read_run(candidates), out / "targets-train",
                              depth=args.train_depth, normalisation=args.normalisation,
                              name=f"ensemble-{args.normalisation}", add_positives=True,
-                             source=str(candidates), settings=settings)
-    # 3. teachers and ensemble on test (each teacher's test run is stored, the ensemble reuses it)
-    test_ensemble = build_ensemble(teachers, test, test_candidates, out / "targets-test",
-                                   depth=args.depth, normalisation=args.normalisation,
-                                   name=f"ensemble-{args.normalisation}-{tag}",
-                                   source=f"bm25 top-{args.depth}", settings=settings)
-    for teacher in teachers:
-        score(teacher.name, read_run(test_ensemble.teacher_runs[teacher.name]),
-              seconds[teacher.name])
-    score(f"ensemble ({args.normalisation})", test_ensemble.run)
+                             source=str(candidates),
+                             settings=ScoringSettings(batch_size=32, precision=args.precision))
+    # 3. students: a grid (with the untrained student), on the same test candidates
+    students = student_grid(args, candidates, targets.path)
+    run_grid(students)
 
-    # 4. students: the untrained base, then each objective with the same budget
-    def rerank(model_path: str, run_path: Path, layers: int | None = None):
-        if run_path.exists():
-            return read_run(run_path)
-        seed_everything(args.seed)  # the untrained model's new head
-        model = CrossEncoder.from_pretrained(model_path, max_query_length=32,
-                                             max_doc_length=args.max_doc_length,
-                                             num_hidden_layers=layers, precision=args.precision)
-        run = rerank_run(model, test, test_candidates, depth=args.depth, batch_size=32)
-        write_run(run_path, run, tag=run_path.stem)
-        return run
-
-    base = hashlib.sha1(json.dumps([args.model, args.student_layers, args.max_doc_length,
-                                    args.precision, args.seed]).encode()).hexdigest()[:8]
-    score(f"student untrained ({args.student_layers} layers)",
-          rerank(args.model, out / "students" / f"untrained-{base}" / f"{tag}.trec",
-                 args.student_layers))
-    for loss in args.students:
-        config = student_config(args, loss, candidates, targets.path)
-        folder = out / "students" / f"{loss}-{config_hash(config)}"
-        log.info("student %s (%s): training in %s", loss, STUDENT_MODES[loss], folder)
-        model_dir = train(config, folder)
-        kind = "contrastive" if STUDENT_MODES[loss] == "labels" else "KD from ensemble"
-        score(f"student {loss} ({kind})", rerank(str(model_dir), folder / f"{tag}.trec"),
-              _train_seconds(folder))
-
-    table = markdown(rows, args)
+    rows: dict[str, dict] = {}
+    test_runs: dict[str, dict] = {}
+    for g in (teachers, students):
+        manifest = json.loads((g.output / "experiment.json").read_text())
+        seconds = {c["system"]: _train_seconds(g.output / c["folder"]) for c in manifest["cells"]}
+        for entry in manifest["evaluations"]:
+            result = json.loads((g.output / entry["file"]).read_text())
+            rows[entry["system"]] = {**result["variants"][""]["aggregate"],
+                                     "queries": len(result["variants"][""]["per_query"]),
+                                     "train_seconds": seconds.get(entry["system"])}
+            if g is teachers and entry["kind"] == "trained":
+                test_runs[entry["system"]] = read_run(
+                    g.output / (entry["file"].removesuffix(".json") + ".trec"))
+    # the ensemble on test: the mean of the teachers' normalised scores of the same candidates
+    test = load_collection(args.test)
+    ensemble = combine(test_runs, args.normalisation).run
+    named = {}
+    for name, row in rows.items():  # BM25 and the teachers, the ensemble, then the students
+        named[name] = row
+        if name == list(test_runs)[-1]:
+            named[f"ensemble ({args.normalisation})"] = {
+                **evaluate(ensemble, test.qrels, MEASURES).aggregate, "queries": len(ensemble),
+                "train_seconds": None}
+    write_json(out / "results.json", named)
+    table = markdown(named, args)
     with atomic_write(out / "table.md") as handle:
         handle.write(table)
     print(table)

@@ -311,15 +311,16 @@ def test_kd_vs_contrastive_script_at_toy_scale(tmp_path, tiny_bert, scifact_avai
     args = ["--model", tiny_bert, "--student-layers", "1", "--teachers", "infonce:1", "bce:2",
             "--teacher-steps", "2", "--student-steps", "1", "--batch-size", "2",
             "--teacher-queries", "8", "--train-queries", "6", "--train-depth", "4",
-            "--eval-queries", "5", "--depth", "5", "--max-doc-length", "32",
-            "--precision", "fp32", "--output", str(out)]
+            "--depth", "5", "--max-doc-length", "32", "--precision", "fp32",
+            "--output", str(out)]
     assert script.main(args) == 0
     rows = json.loads((out / "results.json").read_text())
-    assert list(rows) == ["bm25", "teacher-infonce-s1", "teacher-bce-s2", "ensemble (zscore)",
-                          "student untrained (1 layers)", "student infonce (contrastive)",
+    untrained = f"untrained {Path(tiny_bert).name} L1"
+    assert list(rows) == ["BM25", "teacher-infonce-s1", "teacher-bce-s2", "ensemble (zscore)",
+                          untrained, "student infonce (contrastive)",
                           "student margin_mse (KD from ensemble)", "student kl (KD from ensemble)"]
     for row in rows.values():
-        assert 0 <= row["nDCG@10"] <= 1 and row["queries"] == 5
+        assert 0 <= row["nDCG@10"] <= 1 and row["queries"] == 300
     # the ensemble's training targets: 6 queries, top-4 + judged positives, two stored teachers
     targets = read_run(out / "targets-train" / "ensemble-zscore.trec")
     assert len(targets) == 6 and all(4 <= len(d) <= 6 for d in targets.values())
@@ -328,8 +329,8 @@ def test_kd_vs_contrastive_script_at_toy_scale(tmp_path, tiny_bert, scifact_avai
     record = json.loads((out / "targets-train" / "ensemble-zscore.provenance.json").read_text())
     assert record["normalisation"] == "zscore" and record["add_positives"] is True
     # the KD students trained on those targets, the contrastive one on the labels
-    students = {p.name.split("-")[0]: p for p in (out / "students").iterdir()
-                if not p.name.startswith("untrained")}
+    manifest = json.loads((out / "students" / "experiment.json").read_text())
+    students = {c["system"].split()[1]: out / "students" / c["folder"] for c in manifest["cells"]}
     assert sorted(students) == ["infonce", "kl", "margin_mse"]
     for loss, folder in students.items():
         provenance = json.loads((folder / "provenance.json").read_text())
@@ -339,6 +340,19 @@ def test_kd_vs_contrastive_script_at_toy_scale(tmp_path, tiny_bert, scifact_avai
         if expected == "teacher_scores":
             assert provenance["data"]["source"] == str(out / "targets-train" /
                                                        "ensemble-zscore.trec")
+    # the test ensemble is the mean of the teachers' z-scores over the same candidates
+    teachers = json.loads((out / "teachers" / "experiment.json").read_text())
+    runs = {e["system"]: read_run(out / "teachers" / e["file"].replace(".json", ".trec"))
+            for e in teachers["evaluations"] if e["kind"] == "trained"}
+    assert set(runs) == {"teacher-infonce-s1", "teacher-bce-s2"}
+    assert all(len(docs) == 5 for run in runs.values() for docs in run.values())
+    ensemble = combine(runs, "zscore").run
+    from irdistill.data.collection import load_collection
+    from irdistill.evaluation.metrics import evaluate
+
+    test = load_collection("beir/scifact/test")
+    assert abs(evaluate(ensemble, test.qrels, ["nDCG@10"]).aggregate["nDCG@10"]
+               - rows["ensemble (zscore)"]["nDCG@10"]) < 1e-12
     table = (out / "table.md").read_text()
     assert "| ensemble (zscore) |" in table and table in capsys.readouterr().out
 
