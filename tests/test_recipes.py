@@ -38,3 +38,26 @@ def test_scifact_objectives_is_the_measured_experiment():
     data = read_yaml(REPO / "experiments" / "scifact-objectives.yaml")
     assert len(data["axes"]["objective"]) >= 4 and len(data["axes"]["seed"]) == 2
     assert data["suites"] == ["scifact", "cranfield"] and data["base"]["model"]["name"] == "minilm"
+
+
+def test_splade_study_script_is_the_mini_recipe_with_two_suites(tmp_path, capsys):
+    """The study script's grid has the recipe's cells (same hashes: same folders), named for
+    its table, and evaluates the shared zero-shot model on SciFact and Cranfield."""
+    import importlib.util
+
+    path = REPO / "scripts" / "splade_scifact_cranfield.py"
+    spec = importlib.util.spec_from_file_location("splade_study", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    recipe = REPO / "recipes" / "mini" / "study3-splade-adaptation.yaml"
+    plain = grid_from_dict(read_yaml(recipe), base_dir=recipe.parent, output=tmp_path / "a")
+    grid = script.study_grid(tmp_path / "b")
+    assert [c.hash for c in grid.cells()] == [c.hash for c in plain.cells()]
+    assert [c.system for c in grid.cells()] == [f"adapted, k = {k}" for k in range(4)]
+    assert [(s.datasets[0].id, s.depth, s.measures) for s in grid.suite_settings()] == [
+        ("beir/scifact/test", 100, ["nDCG@10", "R@100"]),
+        ("cranfield", 100, ["nDCG@10", "R@100"])]
+    assert script.main(["--output", str(tmp_path / "b"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "done: 0/4" in out  # BM25 and the zero-shot model on each suite
+    assert out.count("train: todo") == 4 and not (tmp_path / "b").exists()
