@@ -385,18 +385,45 @@ def run(
                                                    "(default: the grid's 'output').")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a key of the base config (--set train.max_steps=5; axes "
-                      "still win) or of the grid (--set evaluation.depth=20); repeatable.")]
+                      "still win) or of the grid (--set evaluation.depth=20, --set "
+                      "resources.partition=gpu); repeatable.")]
     = None,
+    launcher: Annotated[Optional[str], typer.Option(
+        help="Run the cells as jobs through submitit: 'slurm' (a job array, one worker per "
+             "unfinished cell, the grid's 'resources') or 'local' (--workers processes on this "
+             "machine). Default: this process works through the cells.")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Workers at once with --launcher (slurm: the array's parallelism).")] = 1,
+    wait: Annotated[Optional[bool], typer.Option(
+        "--wait/--no-wait", help="With --launcher, return when every job has finished "
+                                 "(default: local waits, slurm does not).")] = None,
 ) -> None:
     """Train and evaluate every cell of a grid; finished work is reused, interrupted resumes.
+
+    Several processes may run one grid at once (by hand, or as jobs of --launcher): each claims
+    a cell before working on it, so no cell runs twice, and a dead worker's cell is taken over
+    after resources.lease_s seconds without its heartbeat (docs/cluster.md).
 
     Under torchrun (torchrun --nproc_per_node N -m irdistill experiment run GRID.yaml) each cell
     trains with DDP and the processes share the re-rankings (long documents' passages are scored
     by the first process); the first one writes the files.
     """
     from irdistill.distributed import is_main
-    from irdistill.experiments.grid import load_grid, run_grid
+    from irdistill.experiments.grid import grid_status, load_grid, run_grid
 
+    if launcher is not None and not dry_run:
+        from irdistill.experiments.launch import launch
+
+        jobs = launch(grid, launcher=launcher, workers=workers, overrides=set_, output=output,
+                      wait=wait)
+        loaded = load_grid(grid, set_, output)
+        typer.echo(f"{len(jobs)} job(s) submitted ({', '.join(str(j.job_id) for j in jobs)})"
+                   if jobs else "every cell is done; nothing submitted")
+        for line in grid_status(loaded).lines():
+            typer.echo(line)
+        typer.echo(f"status: irdistill experiment status {grid}"
+                   + (f" -o {output}" if output else ""))
+        return
     status = run_grid(load_grid(grid, set_, output), dry_run=dry_run)
     if not is_main():  # under torchrun the first process reports
         return
@@ -404,6 +431,22 @@ def run(
         typer.echo(line)
     if not dry_run:
         typer.echo(f"compare with: irdistill compare {status.grid.output}")
+
+
+@command(on=experiment_app)
+def status(
+    grid: Annotated[Path, typer.Argument(help="Grid file (YAML).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder "
+                                                   "(default: the grid's 'output').")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="The overrides the grid was run with (repeatable).")] = None,
+) -> None:
+    """Each cell's state: pending, claimed (by which worker, its heartbeat), failed (with the
+    error line) or done; its training step and evaluations. Reads only; runs nothing."""
+    from irdistill.experiments.grid import grid_status, load_grid
+
+    for line in grid_status(load_grid(grid, set_, output)).lines():
+        typer.echo(line)
 
 
 @command(on=experiment_app)
@@ -518,6 +561,9 @@ def ensemble(
         help="Document tokens kept (default: each teacher's own; a bi-encoder's one length for "
              "queries and documents).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: best).")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="Score only the queries of shard I/N (0-based) into OUTPUT (one folder per "
+             "shard); join them with 'irdistill teach merge'.")] = None,
 ) -> None:
     """Score the top candidates with teachers (cross-encoders, bi-encoders, BM25, runs) and
     write the mean of their scores, normalised per teacher and query as --normalisation says.
@@ -527,19 +573,48 @@ def ensemble(
     the same candidates scores nothing; interrupted scoring resumes when run again. Train on
     the result with data.mode=teacher_scores and data.teacher_run=OUTPUT/NAME.trec.
     """
+    from irdistill.rerank.sharding import parse_shard
     from irdistill.teachers.ensemble import ScoringSettings, build_ensemble
 
+    part = parse_shard(shard) if shard is not None else None
     coll, candidates, source = _candidates(collection, split, run, depth)
     result = build_ensemble(
         teacher, coll, candidates, output, depth=depth, normalisation=normalisation, name=name,
-        add_positives=add_positives, source=source,
+        add_positives=add_positives, source=source, shard=part,
         settings=ScoringSettings(batch_size=batch_size, precision=precision, device=device,
                                  max_doc_length=max_doc_length))
     for t_name, path in result.teacher_runs.items():
         state = "reused" if t_name in result.reused else "scored"
         typer.echo(f"teacher {t_name}: {state} {path}")
     typer.echo(f"wrote ensemble of {len(result.teacher_runs)} teachers ({normalisation}) for "
-               f"{len(result.run)} queries to {result.path}")
+               f"{len(result.run)} queries to {result.path}"
+               + (f" (shard {part[0]}/{part[1]})" if part else ""))
+
+
+@command(on=teach_app)
+def merge(
+    parts: Annotated[list[Path], typer.Argument(help="The shards: the output folders of 'teach "
+                                                     "ensemble --shard', or the runs of 'teach "
+                                                     "llm --shard'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder of the merged ensemble "
+                                         "(OUTPUT/NAME.trec); for LLM runs, the run to write.")],
+    name: Annotated[str, typer.Option(help="Name of the ensemble's run in each shard "
+                                           "folder.")] = "ensemble",
+) -> None:
+    """Join the shards of 'teach ensemble --shard I/N' (or 'teach llm --shard I/N') into the run
+    one process writes, byte for byte; every shard of the split must be given, once."""
+    from irdistill.rerank.sharding import join_shard_files
+    from irdistill.teachers.ensemble import merge_ensemble_shards
+
+    if all(p.is_dir() for p in parts):
+        path = merge_ensemble_shards(parts, output, name)
+        typer.echo(f"wrote the ensemble of {len(parts)} shards to {path}")
+    elif any(p.is_dir() for p in parts):
+        raise IrdistillError("give shard folders (teach ensemble) or shard runs (teach llm), "
+                             "not both")
+    else:
+        queries = join_shard_files(parts, output)
+        typer.echo(f"wrote {queries} queries from {len(parts)} shards to {output}")
 
 
 @command(on=teach_app)
@@ -570,6 +645,9 @@ def llm(
         "--save-generations", help="Keep every raw answer in OUTPUT-stem.generations.jsonl.")]
     = False,
     split: Annotated[Optional[str], typer.Option(help="Split of a BEIR folder.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="Rank only shard I/N (0-based) of the queries (every N-th in sorted order) into "
+             "OUTPUT; join the shards with 'irdistill teach merge'.")] = None,
 ) -> None:
     """Re-rank the top candidates listwise with an LLM (RankZephyr prompt, sliding windows).
 
@@ -577,12 +655,17 @@ def llm(
     after an interruption and it goes on from there. Train on the result with
     data.mode=teacher_ranks and data.teacher_run=OUTPUT.
     """
+    from irdistill.rerank.sharding import parse_shard
     from irdistill.teachers.llm import (LlmSettings, check_backend, llm_teacher, load_backend,
                                         window_spans)
 
     window_spans(2, window, stride)  # bad settings fail before any work
     check_backend(backend)
+    part = parse_shard(shard) if shard is not None else None
     coll, candidates, source = _candidates(collection, split, run, depth)
+    if part is not None:  # each query is ranked on its own: any split of them gives its rows
+        candidates = {q: candidates[q] for q in sorted(candidates)[part[0]::part[1]]}
+        source = f"{source}, shard {part[0]}/{part[1]}"
     engine = load_backend(model, backend, batch_size=batch_size, device=device,
                           precision=precision, context_size=context_size,
                           tensor_parallel_size=tensor_parallel_size)

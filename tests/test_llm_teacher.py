@@ -372,3 +372,25 @@ def test_auto_precision_loads_the_weights_the_device_does_natively(tiny_llm, mon
         assert next(backend.model.parameters()).dtype == dtype
     with pytest.raises(IrdistillError, match="choose fp32, bf16, fp16 or auto"):
         TransformersBackend.from_pretrained(tiny_llm, device="cpu", precision="bf61")
+
+
+def test_sharded_llm_teacher_merged_equals_one_process(tiny_llm, beir_folder, tmp_path):
+    candidates = tmp_path / "cands.trec"
+    candidates.write_text("".join(f"{q} Q0 {d} {r} {5 - r} bm25\n" for q in ("q1", "q2")
+                                  for r, d in enumerate(["d1", "d2", "d3", "d4"], start=1)))
+    common = ["teach", "llm", tiny_llm, str(beir_folder), "--split", "test", "--run",
+              str(candidates), "--depth", "4", "--window", "3", "--stride", "2", "--backend",
+              "transformers", "--batch-size", "1", "--max-passage-words", "20"]
+    runner = CliRunner()
+    one = runner.invoke(app, [*common, "-o", str(tmp_path / "one.trec")])
+    assert one.exit_code == 0, one.output
+    for i in range(2):
+        result = runner.invoke(app, [*common, "--shard", f"{i}/2",
+                                     "-o", str(tmp_path / f"part{i}.trec")])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["teach", "merge", str(tmp_path / "part0.trec"),
+                                 str(tmp_path / "part1.trec"), "-o", str(tmp_path / "all.trec")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "all.trec").read_bytes() == (tmp_path / "one.trec").read_bytes()
+    assert {line.split()[0] for line in (tmp_path / "part0.trec").read_text().splitlines()} \
+        == {"q1"}  # every second query: q1 | q2

@@ -48,6 +48,7 @@ weight tuned on the cell's held-out training queries (:mod:`irdistill.experiment
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -60,11 +61,13 @@ from typing import Any
 from irdistill.config import (Config, config_hash, from_dict, merge, parse_overrides, read_yaml,
                               to_dict)
 from irdistill.data.trec import read_run
-from irdistill.distributed import device_for_rank, is_main, main_process_first, wait_for_everyone
+from irdistill.distributed import (broadcast, device_for_rank, is_main, main_process_first,
+                                   wait_for_everyone)
 from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.suites import (VARIANT_TITLES, Suite, check_suite, dataset_key,
                                          evaluate_on_dataset, first_stage_run, get_suite,
                                          load_dataset, load_suites, slug, suite_from_dict)
+from irdistill.experiments.claims import CLAIMS_LOG, DEFAULT_LEASE, holder, try_claim, worker_id
 from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
 from irdistill.experiments.systems import (Baseline, check_fusion, fused_run, fusion_weight,
                                            parse_baselines)
@@ -79,8 +82,9 @@ log = logging.getLogger(__name__)
 
 SEED_KEY = "train.seed"
 GRID_KEYS = ("name", "description", "kind", "base", "axes", "exclude", "suites",
-             "suite_definitions", "baselines", "evaluation", "baseline", "output")
+             "suite_definitions", "baselines", "evaluation", "baseline", "output", "resources")
 MANIFEST = "experiment.json"
+FAILED = "failed.json"  # in a cell's folder: the worker and error line of its last failure
 RETRIEVAL_DEPTH = 1000  # documents a retriever (SPLADE) returns per query, at least
 
 
@@ -92,6 +96,33 @@ class EvaluationSettings:
     batch_size: int = 64
     untrained: bool = True  # the untrained backbone is a row of the tables (cross-encoders)
     fusion: bool = False  # each re-ranker also fused with the first stage (systems.py)
+
+
+@dataclass
+class Resources:
+    """What one cell's job asks a cluster for (``experiment run --launcher``), and the lease of
+    a claim (every run: :mod:`irdistill.experiments.claims`)."""
+
+    gpus: int = 0  # GPUs per cell (one process each, DDP across them)
+    nodes: int = 1
+    cpus: int | None = None  # CPUs per process (default: the scheduler's)
+    mem_gb: float | None = None
+    time_min: int = 240  # wall-clock limit of a job
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    slurm: dict[str, Any] = field(default_factory=dict)  # further sbatch options, e.g. constraint
+    lease_s: float = DEFAULT_LEASE  # a claim without heartbeat for this long is taken over
+
+    def check(self) -> None:
+        for key in ("gpus", "nodes", "time_min"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < (0 if key == "gpus" else 1):
+                raise IrdistillError(f"resources.{key}={value!r} must be a whole number of at "
+                                     f"least {0 if key == 'gpus' else 1}")
+        if self.lease_s <= 0:
+            raise IrdistillError(f"resources.lease_s={self.lease_s} must be positive",
+                                 hint="e.g. 300 (seconds)")
 
 
 @dataclass
@@ -138,6 +169,7 @@ class Grid:
     kind: str = "cross-encoder"
     source: str | None = None
     baselines: list[Baseline] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
 
     # -- expansion ------------------------------------------------------------------------
     @property
@@ -292,6 +324,8 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
         raise IrdistillError(f"evaluation.fusion fuses re-rankers with the first stage, and a "
                              f"'{kind}' grid retrieves", hint="set evaluation.fusion: false")
     baselines = parse_baselines(data.get("baselines"))
+    resources = from_dict(Resources, data.get("resources") or {}, "resources")
+    resources.check()
     out = Path(output or data.get("output") or Path("runs") / slug(name))
     suites = _resolve_suites(data.get("suites"), data.get("suite_definitions"), base_dir)
     first_stages = {s.first_stage_name() for s in suites}
@@ -301,7 +335,7 @@ def grid_from_dict(data: dict[str, Any], *, base_dir: Path = Path("."),
                                  hint="give it another name")
     return Grid(name, base, axes, suites, evaluation, data.get("baseline"), out,
                 [{k: str(v) for k, v in r.items()} for r in exclude],
-                str(data.get("description") or ""), kind, source, baselines)
+                str(data.get("description") or ""), kind, source, baselines, resources)
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None,
@@ -436,6 +470,17 @@ class CellStatus:
     training: str
     evaluations_done: int
     evaluations: int
+    claimed_by: str | None = None  # the worker holding the cell (alive or stale)
+    failed: str | None = None  # the error line of its last failure
+
+    @property
+    def state(self) -> str:
+        """pending | claimed | failed | done."""
+        if self.training == "done" and self.evaluations_done == self.evaluations:
+            return "done"
+        if self.claimed_by:
+            return "claimed"
+        return "failed" if self.failed else "pending"
 
 
 @dataclass
@@ -451,8 +496,13 @@ class GridStatus:
                f"evaluations (first stage, baselines, untrained, shared models) done: "
                f"{self.shared_done}/{self.shared}"]
         for st in self.cells:
-            out.append(f"  {st.cell.hash}  {st.cell.describe():<40}  train: {st.training:<9} "
-                       f"eval: {st.evaluations_done}/{st.evaluations}")
+            line = (f"  {st.cell.hash}  {st.cell.describe():<40}  train: {st.training:<9} "
+                    f"eval: {st.evaluations_done}/{st.evaluations}  {st.state}")
+            if st.claimed_by:
+                line += f" by {st.claimed_by}"
+            if st.failed and st.state != "done":
+                line += f" (last failure: {st.failed})"
+            out.append(line)
         return out
 
 
@@ -463,8 +513,11 @@ def grid_status(grid: Grid) -> GridStatus:
     out = []
     for cell in cells:
         mine = [t for t in tasks if not t.shared and t.cell is cell]
-        out.append(CellStatus(cell, grid.cell_dir(cell), train_state(grid.cell_dir(cell)),
-                              sum(t.done for t in mine), len(mine)))
+        folder = grid.cell_dir(cell)
+        h, failure = holder(folder), read_failure(folder)
+        out.append(CellStatus(cell, folder, train_state(folder), sum(t.done for t in mine),
+                              len(mine), h.describe(grid.resources.lease_s) if h else None,
+                              f"{failure['worker']}: {failure['error']}" if failure else None))
     return GridStatus(grid, out, sum(t.done for t in shared), len(shared))
 
 
@@ -515,6 +568,30 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
             raise
 
 
+def cell_finished(tasks: list[EvalTask], cell: Cell, folder: Path) -> bool:
+    """Trained, recorded and every evaluation written."""
+    return (folder / "done.json").exists() and all(
+        t.done for t in tasks if not t.shared and t.cell is cell)
+
+
+def read_failure(folder: Path) -> dict | None:
+    """The cell's last failure (``failed.json``: worker, time, error line), if any."""
+    try:
+        return json.loads((Path(folder) / FAILED).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _holder_text(folder: Path, lease: float) -> str:
+    h = holder(folder)
+    return h.describe(lease) if h is not None else "nobody (released)"
+
+
 def record_in_card(model_dir: Path, task: EvalTask, evaluations: dict) -> None:
     """Write the figures of a finished evaluation (``{variant: Evaluation}``) into the model's
     card (``model-index``), so the model folder says how good it is on each suite dataset."""
@@ -524,8 +601,16 @@ def record_in_card(model_dir: Path, task: EvalTask, evaluations: dict) -> None:
                        evaluation.aggregate)
 
 
-def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -> GridStatus:
+def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
+             worker: str | None = None, poll: float = 5.0) -> GridStatus:
     """Train and evaluate every cell of ``grid``; finished work is reused.
+
+    Any number of processes may run the same grid at once (:mod:`irdistill.experiments.claims`):
+    each claims a cell before working on it, skips the cells other live workers hold, takes
+    over those of dead ones (after ``resources.lease_s`` without a heartbeat), and returns when
+    every cell is done, waiting (``poll`` seconds between looks) for cells still held by
+    others. A cell that fails writes ``failed.json`` (worker, error line) and the error is
+    raised; a worker started later tries that cell again.
 
     With ``dry_run`` nothing is trained, evaluated or written: the status of each cell is
     returned.
@@ -629,23 +714,23 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
         run_task(task, retrieve=lambda _: fused_run(read_run(first), read_run(trained), alpha,
                                                     depth))
 
-    kind = grid.model_kind
-    shared = [t for t in tasks if t.shared and t.kind != "trained"]
-    for i, task in enumerate(shared, 1):
-        log.info("[shared %d/%d] %s on %s/%s%s", i, len(shared), task.system, task.suite.name,
-                 task.dataset.label, " (done)" if task.done else "")
-        run_task(task, None if task.kind == "first_stage"
-                 else untrained_loader(task.cell, task.precision))
+    def run_shared() -> dict[str, Path]:
+        shared = [t for t in tasks if t.shared and t.kind != "trained"]
+        for i, task in enumerate(shared, 1):
+            log.info("[shared %d/%d] %s on %s/%s%s", i, len(shared), task.system,
+                     task.suite.name, task.dataset.label, " (done)" if task.done else "")
+            run_task(task, None if task.kind == "first_stage"
+                     else untrained_loader(task.cell, task.precision))
+        shared_dirs: dict[str, Path] = {}
+        for key, model in kind.shared_models([c.config for c in cells]).items():
+            log.info("[shared model] %s (%s)", model.system, key)
+            shared_dirs[key] = Path(model.train(grid.output / "shared" / "models" / key,
+                                                show_progress))
+            for task in (t for t in tasks if t.shared and t.model == key):
+                evaluate_model(task, shared_dirs[key])
+        return shared_dirs
 
-    shared_dirs: dict[str, Path] = {}
-    for key, model in kind.shared_models([c.config for c in cells]).items():
-        log.info("[shared model] %s (%s)", model.system, key)
-        shared_dirs[key] = Path(model.train(grid.output / "shared" / "models" / key,
-                                            show_progress))
-        for task in (t for t in tasks if t.shared and t.model == key):
-            evaluate_model(task, shared_dirs[key])
-
-    for i, cell in enumerate(cells, 1):
+    def run_cell(i: int, cell: Cell, shared_dirs: dict[str, Path]) -> None:
         folder = grid.cell_dir(cell)
         state = train_state(folder)
         log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
@@ -665,6 +750,64 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True) -
                 fuse(task, folder, folder / models[task.model])
             else:
                 evaluate_model(task, folder / models[task.model])
+
+    kind = grid.model_kind
+    worker = worker or worker_id()
+    lease = grid.resources.lease_s
+    log_file = grid.output / CLAIMS_LOG
+
+    def claim(folder: Path, name: str):
+        """The first process claims; under torchrun every process learns whether it did (the
+        others get a context that does nothing)."""
+        held = try_claim(folder, worker, lease, log_file, name) if is_main() else None
+        if not broadcast(held is not None):
+            return None
+        return held if held is not None else contextlib.nullcontext()
+
+    # the shared evaluations: one worker at a time (the next finds them done)
+    while (held := claim(grid.output / "shared", "shared")) is None:
+        log.info("the shared evaluations are claimed by %s; waiting", _holder_text(
+            grid.output / "shared", lease))
+        time.sleep(poll)
+    with held:
+        shared_dirs = run_shared()
+
+    remaining = list(enumerate(cells, 1))
+    failed: list[str] = []
+    while remaining:
+        progressed = False
+        for item in list(remaining):
+            i, cell = item
+            folder = grid.cell_dir(cell)
+            if cell_finished(tasks, cell, folder):
+                remaining.remove(item)
+                continue
+            failure = read_failure(folder)
+            if failure is not None and failure["time"] >= started:  # while this worker ran
+                failed.append(f"{cell.describe()} ({failure['worker']}: {failure['error']})")
+                remaining.remove(item)
+                continue
+            held = claim(folder, cell.hash)
+            if held is None:
+                continue
+            with held:
+                try:
+                    run_cell(i, cell, shared_dirs)
+                except Exception as exc:
+                    if is_main():
+                        write_json(folder / FAILED, {"worker": worker, "time": time.time(),
+                                                     "error": _error_line(exc)})
+                    raise
+                (folder / FAILED).unlink(missing_ok=True)
+            remaining.remove(item)
+            progressed = True
+        if remaining and not progressed:  # every cell left is another worker's: wait for them
+            log.info("%d cell(s) claimed by other workers; waiting", len(remaining))
+            time.sleep(poll)
+    if failed:
+        raise IrdistillError(f"{len(failed)} cell(s) failed in other workers: "
+                             + "; ".join(failed), hint="see each cell's failed.json; fix the "
+                                                       "cause and run the grid again")
     log.info("grid '%s' finished in %.0f s; results in %s", grid.name, time.time() - started,
              grid.output)
     return grid_status(grid)

@@ -50,6 +50,14 @@ def _blocks(qids: list[str], sizes: dict[str, int], block_pairs: int) -> list[li
     return blocks
 
 
+def shard_query_ids(run: Run, shard: tuple[int, int], block_pairs: int = 8192) -> list[str]:
+    """The queries that :func:`rerank_run` with ``shard`` scores of ``run`` (whose candidate
+    lists are as given): the queries of every n-th block, starting with block i."""
+    qids = sorted(run)
+    blocks = shard_blocks(_blocks(qids, {q: len(run[q]) for q in qids}, block_pairs), shard)
+    return [q for block in blocks for q in block]
+
+
 def _forget(d_tokens: dict, block: list[str], candidates: dict[str, list[str]],
             last_use: dict[str, int], number: int) -> None:
     """Drop the token ids of the block's documents that no later block needs."""

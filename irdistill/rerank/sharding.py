@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from irdistill.data.trec import Run
 from irdistill.errors import IrdistillError
+from irdistill.io import atomic_write, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,29 @@ def merge_runs(parts: Iterable[Run], expected: Iterable[str] | None = None) -> R
             raise IrdistillError(f"{len(missing)} queries are in no shard, e.g. '{missing[0]}'",
                                  hint="a shard is missing or unfinished: score it, then merge")
     return dict(sorted(merged.items()))
+
+
+def join_shard_files(parts: Sequence[str | Path], output: str | Path) -> int:
+    """Write the TREC runs of shards (each query in one of them) as one run, their lines kept
+    as written and the queries in sorted order, as one process writes them: so the result is
+    the one-process file byte for byte (re-reading and re-writing the scores could reorder
+    documents whose scores tie once rounded). Returns the number of queries."""
+    lines: dict[str, list[str]] = {}
+    origin: dict[str, Path] = {}
+    for part in map(Path, parts):
+        seen: set[str] = set()
+        for number, line in iter_lines(part, "shard run"):
+            if not line.strip():
+                continue
+            qid = line.split(maxsplit=1)[0]
+            if qid in origin and qid not in seen:
+                raise IrdistillError(f"query '{qid}' is in two shards: {origin[qid]} and {part}",
+                                     path=part, line=number,
+                                     hint="join the shards of one split, each once")
+            seen.add(qid)
+            origin.setdefault(qid, part)
+            lines.setdefault(qid, []).append(line if line.endswith("\n") else line + "\n")
+    with atomic_write(output) as handle:
+        for qid in sorted(lines):
+            handle.writelines(lines[qid])
+    return len(lines)

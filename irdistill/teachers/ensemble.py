@@ -42,13 +42,14 @@ from typing import Any
 from irdistill.data.collection import Collection
 from irdistill.data.trec import Qrels, Run, ranked, read_run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.io import check_output_file, check_output_folder
+from irdistill.io import check_input_file, check_output_file, check_output_folder
 from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.paths import resolve_model_path
 from irdistill.models.runtime import check_device, check_precision
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
-from irdistill.rerank.scoring import check_candidates, rerank_run
+from irdistill.rerank.scoring import check_candidates, rerank_run, shard_query_ids
+from irdistill.rerank.sharding import check_shard, join_shard_files
 from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
 from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings,
                                        bi_encoder_fingerprint, dense_scores, effective_precision)
@@ -243,14 +244,17 @@ def stored_scores(store: TeacherStore, key: str, name: str):
 
 def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidates,
                   store: TeacherStore, settings: ScoringSettings = ScoringSettings(),
-                  show_progress: bool = True) -> tuple[Run, Path, bool]:
-    """The teacher's scores of ``candidates``: read from the store when they are there, else
-    computed (resuming from the store's checkpoint) and stored. Returns (run, path, reused)."""
+                  show_progress: bool = True, shard: tuple[int, int] | None = None
+                  ) -> tuple[Run, Path, bool]:
+    """The teacher's scores of ``candidates`` (with ``shard``: of that shard's queries only,
+    batched exactly as in one process): read from the store when they are there, else computed
+    (resuming from the store's checkpoint) and stored. Returns (run, path, reused)."""
     digest = candidates_digest(candidates)
     fingerprint = model_fingerprint(teacher.source)
     key = store.key(teacher.name, model=fingerprint, candidates=digest,
                     max_query_length=settings.max_query_length,
-                    max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32")
+                    max_doc_length=settings.max_doc_length, precision=settings.precision or "fp32",
+                    **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}))
     reused = stored_scores(store, key, teacher.name)
     if reused is not None:
         return reused
@@ -264,7 +268,8 @@ def score_teacher(teacher: Teacher, collection: Collection, candidates: Candidat
     checkpoint = store.checkpoint_path(key)
     scores = rerank_run(model, collection, as_run(candidates), depth=depth,
                         batch_size=settings.batch_size, checkpoint=checkpoint,
-                        block_pairs=settings.block_pairs, show_progress=show_progress)
+                        block_pairs=settings.block_pairs, show_progress=show_progress,
+                        shard=shard)
     write_run(path, scores, tag=slug(teacher.name))
     write_run_provenance(path, kind="teacher", teacher=teacher.name, model=teacher.source,
                          model_fingerprint=fingerprint, collection=collection.name,
@@ -383,8 +388,16 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
                    output: str | Path, *, depth: int = 20, normalisation: str = "none",
                    name: str = "ensemble", add_positives: bool = False,
                    source: str = "run", settings: ScoringSettings = ScoringSettings(),
-                   show_progress: bool = True) -> EnsembleResult:
+                   show_progress: bool = True, shard: tuple[int, int] | None = None
+                   ) -> EnsembleResult:
     """Score the top-``depth`` candidates of ``run`` with every teacher and write their mean.
+
+    With ``shard`` (i, n), only the queries of shard i of n are scored and the ensemble of
+    those queries is written (the same name: give each shard its own ``output``);
+    :func:`merge_ensemble_shards` joins the shards' ensembles into the run one process writes,
+    byte for byte. Shards follow the blocks of queries of
+    :func:`irdistill.rerank.scoring.rerank_run`, so a cross-encoder scores each pair in the
+    same batch as in one process.
 
     Writes ``output/<name>.trec`` (the ensemble's scores, a TREC run that ``data.teacher_run``
     takes as it is) and ``output/<name>.provenance.json``; each computed teacher's run
@@ -411,6 +424,10 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
     candidates = candidates_of(run, depth, collection.qrels, add_positives)
     # a run of another collection (queries or documents it lacks) fails before scoring
     check_candidates(collection, as_run(candidates), max(len(d) for d in candidates.values()))
+    every = candidates
+    if shard is not None:
+        keep = set(shard_query_ids(as_run(candidates), check_shard(shard), settings.block_pairs))
+        candidates = {q: docs for q, docs in candidates.items() if q in keep}
     runs: dict[str, Run] = {}
     paths: dict[str, Path] = {}
     reused: list[str] = []
@@ -425,9 +442,10 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
         elif teacher.kind == "bi-encoder":
             scored = score_bi_teacher(teacher, collection, candidates, store, settings,
                                       show_progress)
-        else:
-            scored = score_teacher(teacher, collection, candidates, store, settings,
-                                   show_progress)
+        else:  # a shard's queries scored as in one process: blocks cut from every query
+            scored = score_teacher(teacher, collection, every, store, settings, show_progress,
+                                   shard) if shard is not None else \
+                score_teacher(teacher, collection, candidates, store, settings, show_progress)
         runs[teacher.name], paths[teacher.name], was_reused = scored
         if was_reused:
             reused.append(teacher.name)
@@ -446,6 +464,7 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
         "queries": len(combination.run),
         "pairs": sum(len(d) for d in combination.run.values()),
         "pairs_left_out": combination.dropped,
+        "shard": list(shard) if shard is not None else None,
         "teachers": [],
     }
     for t in teachers:
@@ -456,3 +475,34 @@ def build_ensemble(teachers: Sequence[Teacher | str], collection: Collection, ru
                                    "scored": scored.get("created")})
     write_run_provenance(path, **record)
     return EnsembleResult(combination.run, path, paths, reused, record)
+
+
+def merge_ensemble_shards(parts: Sequence[str | Path], output: str | Path,
+                          name: str = "ensemble") -> Path:
+    """Join the ensembles that :func:`build_ensemble` wrote with ``shard`` (one folder per
+    shard, ``PART/<name>.trec``) into ``output/<name>.trec``: byte for byte the run of one
+    process. Every shard of the split must be there, once."""
+    files = [Path(p) / f"{slug(name)}.trec" for p in parts]
+    records = [read_run_provenance(f) or {} for f in map(check_input_file, files)]
+    shards = [tuple(r.get("shard") or ()) for r in records]
+    counts = {s[1] for s in shards if len(s) == 2}
+    if any(len(s) != 2 for s in shards) or len(counts) != 1:
+        raise IrdistillError("every part must be a shard of one split (built with --shard I/N, "
+                             "the same N)", hint="give the folders of 'teach ensemble --shard'")
+    count = counts.pop()
+    indices = sorted(s[0] for s in shards)
+    if indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        raise IrdistillError(f"the shards of {count} are not each there once: "
+                             + (f"missing {missing}" if missing else f"given {indices}"),
+                             hint="score every shard, then merge them all")
+    output = check_output_folder(output)
+    path = output / f"{slug(name)}.trec"
+    queries = join_shard_files(files, path)
+    first = records[0]
+    write_run_provenance(path, **{k: first.get(k) for k in (
+        "kind", "combination", "normalisation", "depth", "add_positives", "collection",
+        "source_run")}, queries=queries, shard=None,
+        shards=[{"shard": list(s), "run": str(f), "candidates": r.get("candidates"),
+                 "teachers": r.get("teachers")} for s, f, r in zip(shards, files, records)])
+    return path
