@@ -214,3 +214,30 @@ def test_sharded_ensemble_merged_equals_one_process_byte_for_byte(tmp_path, tiny
     missing = CliRunner().invoke(app, ["teach", "merge", str(tmp_path / "shard-0"),
                                        str(tmp_path / "shard-2"), "-o", str(tmp_path / "m2")])
     assert missing.exit_code == 2 and "missing [1]" in missing.output
+
+
+def test_slurm_launcher_submits_one_array_with_the_grids_resources(tmp_path, beir_folder,
+                                                                   tiny_bert, monkeypatch):
+    """Without a cluster here: stand-ins for srun and sbatch record what submitit submits."""
+    from irdistill.experiments.launch import launch
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "sbatch-script.sh"
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ncp \"$1\" {record}\n"
+                                    "echo 'Submitted batch job 4242'\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    path = write_grid(tmp_path / "g.yaml", beir_folder, tiny_bert, tmp_path / "out")
+    jobs = launch(path, launcher="slurm", workers=2, wait=False, overrides=[
+        "resources.gpus=2", "resources.partition=gpu", "resources.account=my-lab",
+        "resources.time_min=90", "resources.slurm={constraint: a100}"])
+    assert [j.job_id for j in jobs] == [f"4242_{i}" for i in range(4)]  # one per cell
+    script = record.read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --account=my-lab",
+                 "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --time=90", "#SBATCH --constraint=a100"):
+        assert line in script, (line, script)
+    assert not (tmp_path / "out" / "cells").exists()  # nothing ran here
