@@ -241,3 +241,24 @@ def test_slurm_launcher_submits_one_array_with_the_grids_resources(tmp_path, bei
                  "#SBATCH --time=90", "#SBATCH --constraint=a100"):
         assert line in script, (line, script)
     assert not (tmp_path / "out" / "cells").exists()  # nothing ran here
+
+
+def test_a_job_of_two_processes_trains_its_cell_with_ddp(tmp_path, beir_folder, tiny_bert,
+                                                         scifact_available):
+    """resources.processes=2: submitit starts two processes for the worker, exports the
+    torch.distributed environment, the first claims each cell for both, and the cell trains with
+    DDP (gloo on CPUs): each step takes a batch in each process."""
+    out = tmp_path / "out"
+    path = write_grid(tmp_path / "g.yaml", beir_folder, tiny_bert, out, "[bce]")
+    result = CliRunner().invoke(app, ["experiment", "run", str(path), "--launcher", "local",
+                                      "--workers", "1", "--set", "resources.processes=2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("  done") == 2
+    cells = [c["piece"] for c in read_claims_log(out) if c["piece"] != "shared"]
+    assert len(cells) == 2 == len(set(cells))  # claimed once, by the first process
+    for cell in load_grid(path).cells():
+        folder = load_grid(path).cell_dir(cell)
+        assert json.loads((folder / "provenance.json").read_text())["processes"] == 2
+        log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+        # 8 training groups, 4 a process: one step is a whole epoch with two processes
+        assert [e["epoch"] for e in log if "loss" in e] == [1.0, 2.0]

@@ -103,8 +103,9 @@ class Resources:
     """What one cell's job asks a cluster for (``experiment run --launcher``), and the lease of
     a claim (every run: :mod:`irdistill.experiments.claims`)."""
 
-    gpus: int = 0  # GPUs per cell (one process each, DDP across them)
+    gpus: int = 0  # GPUs per node for a cell (one process each, DDP across them)
     nodes: int = 1
+    processes: int | None = None  # processes per node (default: one per GPU, else 1); DDP
     cpus: int | None = None  # CPUs per process (default: the scheduler's)
     mem_gb: float | None = None
     time_min: int = 240  # wall-clock limit of a job
@@ -115,8 +116,10 @@ class Resources:
     lease_s: float = DEFAULT_LEASE  # a claim without heartbeat for this long is taken over
 
     def check(self) -> None:
-        for key in ("gpus", "nodes", "time_min"):
+        for key in ("gpus", "nodes", "time_min", "processes"):
             value = getattr(self, key)
+            if key == "processes" and value is None:
+                continue
             if not isinstance(value, int) or value < (0 if key == "gpus" else 1):
                 raise IrdistillError(f"resources.{key}={value!r} must be a whole number of at "
                                      f"least {0 if key == 'gpus' else 1}")

@@ -10,7 +10,9 @@ it, and goes on with the next unclaimed one, so the jobs share the cells whateve
 scheduler starts them in, a cell is never run twice at once, and the cell of a job that died
 is taken over by another worker once its lease has run out (resuming from its last
 checkpoint). A job with several GPUs (``resources.gpus`` > 1, or nodes > 1) runs one process
-per GPU and trains its cell with DDP (submitit exports the ``torch.distributed`` environment).
+per GPU (``resources.processes`` sets another count: DDP over CPU processes on gloo, for
+instance) and trains its cell with DDP (submitit exports the ``torch.distributed``
+environment).
 
 The submitted function and its logs live in ``OUTPUT/submitit/``; ``irdistill experiment status
 GRID`` shows which worker holds which cell.
@@ -57,7 +59,7 @@ class WorkerJob:
 def executor_parameters(grid: Grid, launcher: str, workers: int) -> dict[str, Any]:
     """submitit's ``update_parameters`` for one cell's job."""
     r = grid.resources
-    tasks = max(r.gpus, 1) if r.gpus else 1
+    tasks = r.processes or max(r.gpus, 1)
     params: dict[str, Any] = {"timeout_min": r.time_min, "nodes": r.nodes,
                               "tasks_per_node": tasks, "gpus_per_node": r.gpus or None,
                               "cpus_per_task": r.cpus, "mem_gb": r.mem_gb,
@@ -104,5 +106,5 @@ def launch(grid_file: str | Path, *, launcher: str, workers: int,
              launcher, len(todo), grid.name, ", ".join(str(j.job_id) for j in jobs))
     if wait if wait is not None else launcher == "local":
         for j in jobs:
-            j.result()  # raises the job's error, with its log
+            j.results()  # every task of the job; raises a task's error, with its log
     return jobs

@@ -375,7 +375,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
                   "groups": "streamed" if source.streamed else len(groups),
                   "files": source.files()},  # the files the groups were built from
             model={"name": m.name, "fingerprint": model_fingerprint(m.name)},
-            seed=config.train.seed)
+            # under DDP a step's batch is train.batch_size groups in each of the processes
+            seed=config.train.seed, processes=world_size())
 
     t = config.train
     if t.precision == "fp16" and not cuda:
