@@ -32,12 +32,12 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
     """The demo's whole path, fast: the recipe's cross-encoder and bi-encoder swapped for a tiny
     model; checks what each row is made of, not only that it prints."""
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, [
-        "demo", "--output", str(out), "--bi-encoder", tiny_bert, "--minutes", "5",
-        "--set", f"model.name={tiny_bert}", "--set", "train.epochs=1",
-        "--set", "train.max_steps=2", "--set", "train.batch_size=4",
-        "--set", "model.max_doc_length=32", "--set", "train.precision=fp32",
-        "--ood", "cranfield", "--untrained"])
+    command = ["demo", "--output", str(out), "--bi-encoder", tiny_bert, "--minutes", "5",
+               "--set", f"model.name={tiny_bert}", "--set", "train.epochs=1",
+               "--set", "train.max_steps=2", "--set", "train.batch_size=4",
+               "--set", "model.max_doc_length=32", "--set", "train.precision=fp32",
+               "--ood", "cranfield", "--untrained"]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["scifact", "cranfield"]
@@ -119,12 +119,7 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "results.json"
                    and "report" not in p.parts)
     stamps = {p: p.stat().st_mtime_ns for p in files}
-    again = CliRunner().invoke(app, [
-        "demo", "--output", str(out), "--bi-encoder", tiny_bert, "--minutes", "5",
-        "--set", f"model.name={tiny_bert}", "--set", "train.epochs=1",
-        "--set", "train.max_steps=2", "--set", "train.batch_size=4",
-        "--set", "model.max_doc_length=32", "--set", "train.precision=fp32",
-        "--ood", "cranfield", "--untrained"])
+    again = CliRunner().invoke(app, command)
     assert again.exit_code == 0, again.output
     assert json.loads((out / "results.json").read_text()) == results
     changed = [p for p in files if p.stat().st_mtime_ns != stamps[p]]
