@@ -148,9 +148,9 @@ def worker_infer(spec: dict) -> dict:
         ce = CrossEncoder.from_pretrained(spec["model"], device="cpu",
                                           precision=None if spec["precision"] == "fp32"
                                           else spec["precision"])
-        if backend == "onnx":
+        if backend in ("onnx", "onnx-int8"):
             start = time.perf_counter()
-            ce.use_onnx(spec["onnx_cache"])
+            ce.use_onnx(spec["onnx_cache"], quantize="int8" if backend == "onnx-int8" else None)
             result["export_seconds"] = time.perf_counter() - start
         if backend == "compile":  # compiled during a first full pass (every batch shape seen)
             start = time.perf_counter()
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
             for p in precisions:
                 jobs += [("irdistill", p, "torch"), ("sentence-transformers", p, "torch")]
             if onnx:
-                jobs.append(("irdistill", "fp32", "onnx"))
+                jobs += [("irdistill", "fp32", "onnx"), ("irdistill", "fp32", "onnx-int8")]
             if args.compile == "yes" or (args.compile == "auto" and (shutil.which("c++")
                                                                     or shutil.which("g++"))):
                 jobs += [("irdistill", p, "compile") for p in precisions if p != "fp32"]
@@ -644,12 +644,15 @@ def render(results: dict, data: dict, args) -> str:
                           and r["backend"] == "torch"), inf[0])
         rows = []
         for r in inf:
-            dtype = "bf16" if r["precision"].startswith("bf16") else "fp32"
+            int8 = r["backend"] == "onnx-int8"
+            dtype = "int8" if int8 else "bf16" if r["precision"].startswith("bf16") else "fp32"
             gflops = r["flops"] / r["seconds"] / 1e9
-            name = r["side"] + {"onnx": " (ONNX Runtime)", "compile": " (torch.compile)"}.get(
+            name = r["side"] + {"onnx": " (ONNX Runtime)", "compile": " (torch.compile)",
+                                "onnx-int8": " (ONNX Runtime, int8 weights)"}.get(
                 r["backend"], "")
             diff = np.abs(np.array(r["scores"]) - np.array(reference["scores"])).max()
-            rows.append([name, r["precision"], f"{r['pairs'] / r['seconds']:.1f}{spread(r)}",
+            rows.append([name, "int8" if int8 else r["precision"],
+                         f"{r['pairs'] / r['seconds']:.1f}{spread(r)}",
                          f"{np.mean(r['tokens']):.1f}", f"{gflops:.1f}",
                          f"{100 * gflops / peak[dtype]:.0f}%" if peak.get(dtype) else "-",
                          f"{r['rss_mb']:.0f}", f"{diff:.1e}",

@@ -200,8 +200,14 @@ def rerank(
              "bf16-full or fp16-full (weights cast too: fastest, a little less exact).")] = None,
     backend: Annotated[str, typer.Option(
         help="torch; compile (torch.compile: fused kernels, compiled once at the start, worth "
-             "it for long re-rankings); or onnx (ONNX Runtime, fp32; needs onnxruntime).")]
+             "it for long re-rankings); onnx (ONNX Runtime, fp32; needs onnxruntime); or "
+             "onnx-int8 (weights quantised to int8: faster on CPUs with VNNI/AMX, rankings "
+             "checked against fp32 on a sample first, see --check-queries).")]
     = "torch",
+    check_queries: Annotated[int, typer.Option(
+        help="onnx-int8: queries of the sample whose rankings are compared with fp32 before "
+             "the run (Kendall tau, top-10 overlap, nDCG@10 where judged; logged and in the "
+             "provenance); 0: no check.")] = 20,
     shard: Annotated[Optional[str], typer.Option(
         help="Score only shard I/N (0-based) and write it; join the shards with "
              "'irdistill merge-runs'. Under torchrun each process takes its own shard.")] = None,
@@ -227,7 +233,15 @@ def rerank(
     result = run_rerank(RerankSettings(
         model=model, collection=collection, output=output, run=run, depth=depth, split=split,
         batch_size=batch_size, max_tokens=max_tokens, precision=precision, backend=backend,
-        shard=part, block_pairs=block_pairs, max_doc_length=max_doc_length, device=device))
+        shard=part, block_pairs=block_pairs, max_doc_length=max_doc_length, device=device,
+        check_queries=check_queries))
+    if result.int8_check:
+        c = result.int8_check
+        typer.echo(f"int8 against fp32 on {c['queries']} queries: Kendall tau "
+                   f"{c['kendall_tau']:.3f} (min {c['min_kendall_tau']:.3f}), top-10 overlap "
+                   f"{c['top10_overlap']:.3f}" + (f", nDCG@10 {c['nDCG@10']:.4f} vs fp32 "
+                                                 f"{c['reference nDCG@10']:.4f}"
+                                                 if "nDCG@10" in c else ""))
     if part is not None:
         typer.echo(f"wrote shard {part[0]}/{part[1]} ({len(result.run)} queries) to {output}")
         return

@@ -82,6 +82,8 @@ ALLOWED_UPWARD = {
     ("irdistill.config", "irdistill.losses"): "checks a config's loss",
     ("irdistill.config", "irdistill.models"): "checks a config's attention kernel",
     ("irdistill.adapt.reranker", "irdistill.demo"): "an entry point: the demo's recipe",
+    ("irdistill.rerank.quality", "irdistill.evaluation"): "the int8 check measures nDCG@10 "
+                                                          "(evaluation.metrics, on data only)",
     ("irdistill.adapt.reranker", "irdistill.experiments"): "an entry point: writes its tables",
 }
 

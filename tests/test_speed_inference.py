@@ -210,3 +210,49 @@ def test_compiled_model_scores_match_eager_over_many_batch_shapes(tiny_bert):
     for other in (ce.use_compile, ce.use_onnx):
         with pytest.raises(IrdistillError, match="already scores through another backend"):
             other()
+
+
+def test_int8_onnx_scores_follow_fp32_and_the_rerank_command_reports_the_check(tmp_path):
+    """onnx-int8: the weights of the MatMuls quantised (the file shrinks), scores near fp32's on
+    a model whose scores spread; `irdistill rerank --backend onnx-int8` compares a sample's
+    rankings with fp32 (the same weights) first and writes the figures into the provenance."""
+    pytest.importorskip("onnxruntime")
+    from tiny_models import build_tiny_model
+    from toy_collection import write_toy_collection
+    from typer.testing import CliRunner
+
+    from irdistill.cli import app
+    from irdistill.provenance import read_run_provenance
+
+    model = build_tiny_model("bert", tmp_path / "m", initializer_range=0.2)
+    ce = CrossEncoder.from_pretrained(model, max_doc_length=40, device="cpu")
+    texts = pairs_of_texts() * 2
+    expected = np.array(ce.score(texts, batch_size=5))
+    fp32 = ce.use_onnx(tmp_path / "onnx")
+    int8_model = CrossEncoder.from_pretrained(model, max_doc_length=40, device="cpu")
+    int8 = int8_model.use_onnx(tmp_path / "onnx", quantize="int8")
+    assert int8 != fp32 and int8_model.backend == "onnx-int8"
+    import onnx
+
+    quantised = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert "DynamicQuantizeLinear" in quantised or "MatMulInteger" in quantised
+    got = np.array(int8_model.score(texts, batch_size=3))
+    spread = expected.max() - expected.min()
+    assert np.abs(got - expected).max() < 0.1 * spread  # near, not equal
+    assert np.abs(got - expected).max() > 1e-6
+    with pytest.raises(IrdistillError, match="unknown ONNX quantisation"):
+        CrossEncoder.from_pretrained(model, device="cpu").use_onnx(tmp_path / "o", quantize="int4")
+
+    toy = write_toy_collection(tmp_path / "toy")
+    out = tmp_path / "int8.trec"
+    result = CliRunner().invoke(app, ["rerank", str(model), str(toy["folder"]), "--run",
+                                      str(toy["run"]),
+                                      "--depth", "10", "--backend", "onnx-int8",
+                                      "--check-queries", "3", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "int8 against fp32 on 3 queries: Kendall tau" in result.output
+    record = read_run_provenance(out)
+    check = record["int8_check"]
+    assert record["config"]["backend"] == "onnx-int8" and check["queries"] == 3
+    assert 0.5 < check["kendall_tau"] <= 1 and 0 < check["top10_overlap"] <= 1
+    assert "nDCG@10" in check and "reference nDCG@10" in check

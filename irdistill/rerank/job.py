@@ -9,6 +9,7 @@ written with its provenance.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from irdistill.models.cross_encoder import CrossEncoder
 from irdistill.models.paths import resolve_model_path
 from irdistill.models.runtime import budget_for, check_device, check_precision
 from irdistill.provenance import file_fingerprint, write_run_provenance
+from irdistill.rerank.quality import int8_agreement
 from irdistill.rerank.scoring import check_candidates, rerank_to_file, scoring_identity
 from irdistill.rerank.sharding import check_shard
 from irdistill.retrieval.bm25 import bm25_run
 
-BACKENDS = ("torch", "compile", "onnx")
+BACKENDS = ("torch", "compile", "onnx", "onnx-int8")
 
 
 @dataclass
@@ -41,7 +43,8 @@ class RerankSettings:
     batch_size: int = 64  # most pairs per batch
     max_tokens: int | None = None  # padded tokens per batch; None: auto; 0: no budget
     precision: str | None = None  # see irdistill.models.runtime.INFERENCE_PRECISIONS
-    backend: str = "torch"  # torch, compile or onnx
+    backend: str = "torch"  # torch, compile, onnx or onnx-int8
+    check_queries: int = 20  # onnx-int8: queries of the sample compared with fp32 (0: none)
     shard: tuple[int, int] | None = None  # score only shard (i, n)
     block_pairs: int = 8192  # pairs per block of queries
     max_doc_length: int | None = None  # document tokens kept (default: the model's)
@@ -55,6 +58,9 @@ class RerankSettings:
                             ("max_doc_length", self.max_doc_length)):
             if value is not None and value < 1:
                 raise IrdistillError(f"{name} {value} must be at least 1")
+        if self.check_queries < 0:
+            raise IrdistillError(f"check_queries {self.check_queries} must be at least 0 (0: "
+                                 "no check of int8 against fp32)")
         if self.max_tokens is not None and self.max_tokens < 0:
             raise IrdistillError(f"max_tokens {self.max_tokens} must be at least 0 (0: no "
                                  "token budget)")
@@ -73,6 +79,7 @@ class RerankResult:
     run: Run  # the queries this process scored
     queries: int  # queries in the candidates
     output: Path
+    int8_check: dict | None = None  # onnx-int8: the sample's agreement with fp32
 
 
 def run_rerank(settings: RerankSettings, show_progress: bool = True) -> RerankResult:
@@ -95,10 +102,19 @@ def run_rerank(settings: RerankSettings, show_progress: bool = True) -> RerankRe
         model = CrossEncoder.from_pretrained(s.model, max_doc_length=s.max_doc_length,
                                              device=device_for_rank(s.device),
                                              precision=s.precision)
-        if s.backend == "onnx":
-            model.use_onnx()
+        # the int8 check's fp32 reference: the same weights (an untrained head included)
+        reference = copy.deepcopy(model) if s.backend == "onnx-int8" and s.check_queries \
+            and is_main() else None
+        if s.backend.startswith("onnx"):
+            model.use_onnx(quantize="int8" if s.backend == "onnx-int8" else None)
         elif s.backend == "compile":
             model.use_compile()
+    quality = None
+    if reference is not None:
+        # the cost of int8, measured before the whole run: rankings of a sample against fp32
+        quality = int8_agreement(model, reference, collection, candidates, s.depth,
+                                 s.check_queries, s.batch_size)
+        del reference
     identity = scoring_identity(s.model, model, collection, candidates, s.depth)
     budget = "auto" if s.max_tokens is None else (s.max_tokens or None)  # 0: no token budget
     out = rerank_to_file(model, collection, candidates, s.output, depth=s.depth,
@@ -123,5 +139,5 @@ def run_rerank(settings: RerankSettings, show_progress: bool = True) -> RerankRe
                   "queries": len(out if s.shard is not None else candidates),
                   "candidates": file_fingerprint(s.run) if s.run is not None
                   else f"bm25 top-{s.depth}", "candidates_digest": identity["candidates"]},
-            device=str(model.device))
-    return RerankResult(out, len(candidates), Path(s.output))
+            device=str(model.device), **({"int8_check": quality} if quality else {}))
+    return RerankResult(out, len(candidates), Path(s.output), quality)
