@@ -627,7 +627,15 @@ def merge(
         raise IrdistillError("give shard folders (teach ensemble) or shard runs (teach llm), "
                              "not both")
     else:
+        from irdistill.provenance import read_run_provenance, write_run_provenance
+        from irdistill.rerank.sharding import check_complete_shards
+
+        records = [read_run_provenance(p) or {} for p in parts]
+        check_complete_shards([r.get("shard") for r in records])
         queries = join_shard_files(parts, output)
+        write_run_provenance(output, kind=records[0].get("kind"), queries=queries,
+                             shards=[{"shard": r.get("shard"), "run": str(p),
+                                      "provenance": r} for p, r in zip(parts, records)])
         typer.echo(f"wrote {queries} queries from {len(parts)} shards to {output}")
 
 
@@ -688,7 +696,7 @@ def llm(
                                                max_passage_words=max_passage_words,
                                                context_size=context_size),
                           source=source, save_generations=save_generations,
-                          block_queries=block_queries)
+                          block_queries=block_queries, shard=part)
     typer.echo(f"LLM answers: {ranking.stats.summary()}")
     typer.echo(f"wrote the LLM's ranking of {len(ranking.run)} queries to {output}")
 

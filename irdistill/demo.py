@@ -7,7 +7,7 @@ nDCG@10 and RR@10 (with paired t-tests against BM25, Holm-corrected) of
 * ``BM25``: the BM25 top-20 of the test queries (the candidates the re-ranker re-ranks);
 * ``bi-encoder``: the bundled all-MiniLM-L6-v2 used as a bi-encoder, dense top-100;
 * ``hybrid``: BM25 + the bi-encoder, per-query z-scores of both over the BM25 top-100,
-  averaged (the teacher of :func:`irdistill.teachers.hybrid.hybrid_teacher`);
+  summed (the ranking of their mean; :func:`irdistill.teachers.hybrid.hybrid_teacher`);
 * ``untrained <model>`` (with ``untrained=True``, ``--untrained``): MiniLM as a cross-encoder
   with a new, random head, the base before training;
 * ``re-ranker``: the trained cross-encoder re-ranking the BM25 top-20, on its own;

@@ -218,3 +218,23 @@ def read_checkpoint(path: str | Path, identity: dict | None = None,
                                  hint="delete the file to start this work over")
         done.update(record)
     return done
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) for the block: one process at a
+    time builds a cache (the others wait, then find it built). POSIX ``flock``; elsewhere no
+    lock."""
+    try:
+        import fcntl  # POSIX only
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

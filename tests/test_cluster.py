@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from irdistill.cli import app
-from irdistill.experiments.claims import holder, read_claims_log, try_claim
+from irdistill.experiments.claims import holder, log_claim, read_claims_log, try_claim
 from irdistill.experiments.grid import grid_status, load_grid, run_grid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,6 +74,7 @@ def test_a_claim_is_exclusive_beats_while_held_and_is_taken_over_when_stale(tmp_
     log = tmp_path / "claims.log"
     first = try_claim(folder, "a", lease=1.0, log_file=log)
     assert first is not None and holder(folder).worker == "a"
+    log_claim(first)
     assert try_claim(folder, "b", lease=1.0, log_file=log) is None  # a is alive
     time.sleep(2.5)  # longer than the lease: the heartbeat (every 0.25 s) keeps it fresh
     assert holder(folder).age < 1.0 and try_claim(folder, "b", lease=1.0) is None
@@ -81,6 +82,7 @@ def test_a_claim_is_exclusive_beats_while_held_and_is_taken_over_when_stale(tmp_
     assert holder(folder) is None
     second = try_claim(folder, "b", lease=1.0, log_file=log)
     assert second is not None
+    log_claim(second)
     second._stop.set()  # b dies: no more heartbeat
     second._thread.join()
     old = time.time() - 5
@@ -88,9 +90,45 @@ def test_a_claim_is_exclusive_beats_while_held_and_is_taken_over_when_stale(tmp_
     assert "stale" in holder(folder).describe(1.0)
     third = try_claim(folder, "c", lease=1.0, log_file=log)
     assert third is not None and holder(folder).worker == "c"
+    log_claim(third)
+    assert try_claim(folder, "d", lease=1.0) is None  # one taker of b's stale claim
+    time.sleep(0.6)
+    assert second.lost is False  # b's heartbeat stopped before c took over
     third.release()
     assert [(e["worker"], e["taken_over_from"]) for e in read_claims_log(tmp_path)] == [
         ("a", None), ("b", None), ("c", "b")]
+
+
+def test_a_stale_claim_has_one_taker_and_a_stalled_holder_learns_it_lost(tmp_path):
+    folder = tmp_path / "cell"
+    stalled = try_claim(folder, "a", lease=0.8)
+    stalled._stop.set()  # a stalls: no heartbeat for longer than the lease
+    stalled._thread.join()
+    old = time.time() - 5
+    os.utime(folder / "claim.json", (old, old))
+    takers = [try_claim(folder, w, lease=0.8) for w in ("b", "c")]
+    assert [t is not None for t in takers] == [True, False]
+    # a comes back: its next heartbeat finds b's claim and never touches it
+    stalled._stop.clear()
+    stalled._thread = type(stalled._thread)(target=stalled._beat, daemon=True)
+    stalled._thread.start()
+    time.sleep(0.6)
+    assert stalled.lost and holder(folder).worker == "b"
+    stalled.release()  # does not remove b's claim
+    assert holder(folder).worker == "b"
+    takers[0].release()
+
+
+def test_an_empty_claim_file_goes_stale_like_any_other(tmp_path):
+    folder = tmp_path / "cell"
+    folder.mkdir()
+    (folder / "claim.json").write_text("")  # a worker died between creating and writing it
+    assert holder(folder).worker == "?" and try_claim(folder, "b", lease=0.5) is None
+    old = time.time() - 5
+    os.utime(folder / "claim.json", (old, old))
+    taken = try_claim(folder, "b", lease=0.5)
+    assert taken is not None and holder(folder).worker == "b"
+    taken.release()
 
 
 # -- workers ------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_bert, scifact_availabl
     reranker, entry = evaluated_run(out, "re-ranker", "scifact")
     fused, _ = evaluated_run(out, "re-ranker + BM25", "scifact")
     cell = out / "cells" / entry["cell"]
-    fusion = json.loads((cell / "fusion-top20.json").read_text())
+    fusion = json.loads(next(cell.glob("fusion-top20-*.json")).read_text())
     alpha = fusion["alpha"]
     assert 0.0 <= alpha <= 1.0 and fusion["collection"] == "beir/scifact/train"
     assert set(reranker[qid]) == set(bm25[qid])

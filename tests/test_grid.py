@@ -277,7 +277,7 @@ def test_baselines_and_fused_rows(tmp_path, beir_folder, tiny_bert, fake_trainin
     dense = read_run(files["dense-tiny"])  # the whole collection ranked (5 > its 4 documents)
     assert set(dense) == {"q1", "q2"} and all(len(d) == 4 for d in dense.values())
     for cell in manifest["cells"]:
-        fusion = json.loads((out / cell["folder"] / "fusion-top3.json").read_text())
+        fusion = json.loads(next((out / cell["folder"]).glob("fusion-top3-*.json")).read_text())
         assert len(fusion["dev_queries"]) == 2  # a quarter of the 8 training queries
         assert fusion["collection"] == "beir/scifact/train"
         reranked, fused = read_run(files[cell["system"]]), \
@@ -313,6 +313,16 @@ def test_bad_baselines_and_fusion_fail_before_any_work(tmp_path, beir_folder, ti
         run_grid(load_grid(path), dry_run=True)
     assert words in str(info.value)
     assert fake_training == [] and not (tmp_path / "out").exists()
+
+
+def test_fusion_refuses_to_tune_on_a_suite_dataset(tmp_path, beir_folder, tiny_bert,
+                                                   fake_training):
+    path = write_grid(tmp_path, beir_folder, tiny_bert, AXES, "evaluation: {fusion: true}")
+    grid = load_grid(path, [f"data.dev_collection={beir_folder}", "data.dev_split=test"])
+    with pytest.raises(IrdistillError, match="tuned on the queries it is then measured on"):
+        run_grid(grid, dry_run=True)
+    other = load_grid(path, [f"data.dev_collection={beir_folder}", "data.dev_split=train"])
+    run_grid(other, dry_run=True)  # another split of it is fine
 
 
 def test_cli_experiment_run_and_compare_end_to_end(tmp_path, beir_folder, tiny_bert,

@@ -392,5 +392,8 @@ def test_sharded_llm_teacher_merged_equals_one_process(tiny_llm, beir_folder, tm
                                  str(tmp_path / "part1.trec"), "-o", str(tmp_path / "all.trec")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "all.trec").read_bytes() == (tmp_path / "one.trec").read_bytes()
+    alone = runner.invoke(app, ["teach", "merge", str(tmp_path / "part0.trec"),
+                                "-o", str(tmp_path / "half.trec")])
+    assert alone.exit_code == 2 and "missing [1]" in alone.output  # a shard left out
     assert {line.split()[0] for line in (tmp_path / "part0.trec").read_text().splitlines()} \
         == {"q1"}  # every second query: q1 | q2

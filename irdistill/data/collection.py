@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import ir_datasets
 
 from irdistill.data.trec import Qrels, read_qrels
 from irdistill.errors import IrdistillError, suggest
-from irdistill.io import check_input_file, iter_lines
+from irdistill.io import check_input_file, file_lock, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class IrdsDocStore(DocStore):
         self._dataset = dataset
         self._id = dataset_id
         self._store = None
+        self._built = False  # ir_datasets builds its store on the first fetch
 
     @property
     def store(self):
@@ -99,7 +101,14 @@ class IrdsDocStore(DocStore):
     def get_many(self, doc_ids: Iterable[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(doc_ids))
         try:
-            found = self.store.get_many(wanted)
+            if self._built:
+                found = self.store.get_many(wanted)
+            else:  # the first fetch may build the store: one process at a time (workers of a
+                # grid, torchrun), since two building it at once leave it corrupt
+                with file_lock(ir_datasets.util.home_path() / ".irdistill-locks" /
+                               (re.sub(r"[^A-Za-z0-9._-]+", "_", self._id) + ".lock")):
+                    found = self.store.get_many(wanted)
+                self._built = True
         except OSError as exc:
             raise unavailable_dataset(self._id, exc) from None
         missing = [d for d in wanted if d not in found]

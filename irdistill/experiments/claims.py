@@ -6,10 +6,13 @@ never twice at once, and a dead worker's piece is taken over.
 A claim is the file ``claim.json`` in the piece's folder, created with ``O_CREAT | O_EXCL`` (one
 creator wins, on local filesystems and on NFS v3+). While the worker holds it, a thread touches
 the file every ``lease / 4`` seconds; a claim whose file has not been touched for ``lease``
-seconds is stale (its worker died or hangs), and another worker takes it over: it renames the
-stale file away (one renamer wins) and creates its own. The new holder resumes the cell from its
-last complete checkpoint. Every claim taken is appended to ``OUTPUT/claims.log`` (one JSON line:
-time, worker, piece, whether it was taken over), so one can check who did what.
+seconds is stale (its worker died or hangs), and another worker takes it over: it removes the
+stale file and creates its own, under a lock named after the stale claim (so of several takers
+one does). The new holder resumes the cell from its last complete checkpoint; the old holder,
+if it was only stalled, sees at its next heartbeat that the claim is no longer its own, stops
+touching it and marks itself ``lost`` (the grid then refuses to record its cell). Every piece a
+worker starts on is appended to ``OUTPUT/claims.log`` (one JSON line: time, worker, piece,
+whom it was taken over from), so one can check who did what.
 
 Choose the lease longer than the longest pause of a live worker's filesystem (default 300 s):
 a worker paused for longer than its lease (a frozen node) could find its cell taken over.
@@ -53,13 +56,18 @@ class Holder:
 
 
 def holder(folder: Path) -> Holder | None:
-    """The holder of ``folder``'s claim (None: unclaimed)."""
+    """The holder of ``folder``'s claim (None: unclaimed). A file being written, or left empty
+    by a worker that died while writing it, reads as held by '?' and goes stale as any other."""
     path = Path(folder) / CLAIM
     try:
         age = time.time() - path.stat().st_mtime
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):  # released, or being written
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # released
         return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = {}
     return Holder(str(data.get("worker", "?")), float(data.get("since", 0.0)), max(age, 0.0))
 
 
@@ -81,12 +89,22 @@ class Claim:
         self.folder, self.worker, self.lease = Path(folder), worker, lease
         self.path = self.folder / CLAIM
         self.log_file = log_file
+        self.name = self.folder.name
+        self.taken_over_from: str | None = None
         self._stop = threading.Event()
+        self.lost = False  # another worker took the claim over (this one stalled too long)
         self._thread = threading.Thread(target=self._beat, daemon=True,
                                         name=f"claim {self.folder.name}")
 
     def _beat(self) -> None:
         while not self._stop.wait(max(self.lease / 4, 0.05)):
+            current = holder(self.folder)
+            if current is None or current.worker != self.worker:
+                self.lost = True  # never touch another worker's claim
+                log.error("the claim of %s was taken over by %s: this worker stalled for "
+                          "longer than its lease", self.folder,
+                          current.worker if current else "nobody")
+                return
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self.path)
 
@@ -121,23 +139,39 @@ def try_claim(folder: str | Path, worker: str, lease: float = DEFAULT_LEASE,
             return None  # held by this worker already (a nested call): not a second claim
         if current is None or current.age <= lease:
             return None
-        stale = folder / f".{CLAIM}.stale-{uuid.uuid4().hex[:8]}"
+        # of several workers taking over one stale claim, the one that creates its lock does
+        # (the lock is named after the stale claim, so a later claim gets a lock of its own)
+        stale_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{current.worker} {current.since!r}").hex
+        lock = folder / f".{CLAIM}.takeover-{stale_id[:12]}"
         try:
-            os.rename(path, stale)  # of several workers taking over, one renames the file
-        except FileNotFoundError:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
             return None
-        stale.unlink(missing_ok=True)
-        if not _create(path, worker):
-            return None
+        try:
+            again = holder(folder)
+            if again is None or (again.worker, again.since) != (current.worker, current.since):
+                return None  # taken over meanwhile, or released
+            os.unlink(path)
+            if not _create(path, worker):
+                return None
+        finally:
+            lock.unlink(missing_ok=True)
         taken_over = current.worker
         log.warning("took over %s from %s (no heartbeat for %.0f s)", folder, current.worker,
                     current.age)
-    if log_file is not None:
-        with open(log_file, "a", encoding="utf-8") as handle:  # one short line: atomic append
-            handle.write(json.dumps({"time": round(time.time(), 3), "worker": worker,
-                                     "piece": name or folder.name,
-                                     "taken_over_from": taken_over}) + "\n")
-    return Claim(folder, worker, lease, Path(log_file) if log_file else None).start()
+    claim = Claim(folder, worker, lease, Path(log_file) if log_file else None).start()
+    claim.taken_over_from = taken_over
+    claim.name = name or folder.name
+    return claim
+
+
+def log_claim(claim: Claim) -> None:
+    """Append the claim to the grid's ``claims.log`` (when the worker starts on its piece)."""
+    if claim.log_file is not None:
+        with open(claim.log_file, "a", encoding="utf-8") as handle:  # a short line: one write
+            handle.write(json.dumps({"time": round(time.time(), 3), "worker": claim.worker,
+                                     "piece": claim.name,
+                                     "taken_over_from": claim.taken_over_from}) + "\n")
 
 
 def read_claims_log(output: str | Path) -> list[dict]:

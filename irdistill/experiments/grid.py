@@ -67,7 +67,8 @@ from irdistill.errors import IrdistillError, suggest, unknown_name
 from irdistill.evaluation.suites import (VARIANT_TITLES, Suite, check_suite, dataset_key,
                                          evaluate_on_dataset, first_stage_run, get_suite,
                                          load_dataset, load_suites, slug, suite_from_dict)
-from irdistill.experiments.claims import CLAIMS_LOG, DEFAULT_LEASE, holder, try_claim, worker_id
+from irdistill.experiments.claims import (CLAIMS_LOG, DEFAULT_LEASE, holder, log_claim, try_claim,
+                                          worker_id)
 from irdistill.experiments.kinds import AXIS_ALIASES, Kind, get_kind, splade_retrieval
 from irdistill.experiments.systems import (Baseline, check_fusion, fused_run, fusion_weight,
                                            parse_baselines)
@@ -108,7 +109,7 @@ class Resources:
     processes: int | None = None  # processes per node (default: one per GPU, else 1); DDP
     cpus: int | None = None  # CPUs per process (default: the scheduler's)
     mem_gb: float | None = None
-    time_min: int = 240  # wall-clock limit of a job
+    time_min: int | None = None  # a job's wall-clock limit (SLURM default 240; local: none)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -118,7 +119,7 @@ class Resources:
     def check(self) -> None:
         for key in ("gpus", "nodes", "time_min", "processes"):
             value = getattr(self, key)
-            if key == "processes" and value is None:
+            if key in ("processes", "time_min") and value is None:
                 continue
             if not isinstance(value, int) or value < (0 if key == "gpus" else 1):
                 raise IrdistillError(f"resources.{key}={value!r} must be a whole number of at "
@@ -565,7 +566,7 @@ def _check_names(grid: Grid, cells: list[Cell], inputs: bool = True) -> None:
         try:
             kind.check(cell.config, inputs)
             if grid.evaluation.fusion:
-                check_fusion(cell.config)
+                check_fusion(cell.config, grid.suite_settings())
         except IrdistillError as exc:
             exc.message = f"cell {cell.describe()}: {exc.message}"
             raise
@@ -605,7 +606,8 @@ def record_in_card(model_dir: Path, task: EvalTask, evaluations: dict) -> None:
 
 
 def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
-             worker: str | None = None, poll: float = 5.0) -> GridStatus:
+             worker: str | None = None, poll: float = 5.0,
+             since: float | None = None) -> GridStatus:
     """Train and evaluate every cell of ``grid``; finished work is reused.
 
     Any number of processes may run the same grid at once (:mod:`irdistill.experiments.claims`):
@@ -613,7 +615,9 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
     over those of dead ones (after ``resources.lease_s`` without a heartbeat), and returns when
     every cell is done, waiting (``poll`` seconds between looks) for cells still held by
     others. A cell that fails writes ``failed.json`` (worker, error line) and the error is
-    raised; a worker started later tries that cell again.
+    raised; the other workers leave that cell alone if it failed after ``since`` (default:
+    this call's start; the launcher passes its submission time, so that every job of one
+    submission leaves it), and a run started later tries it again.
 
     With ``dry_run`` nothing is trained, evaluated or written: the status of each cell is
     returned.
@@ -733,7 +737,7 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
                 evaluate_model(task, shared_dirs[key])
         return shared_dirs
 
-    def run_cell(i: int, cell: Cell, shared_dirs: dict[str, Path]) -> None:
+    def run_cell(i: int, cell: Cell, shared_dirs: dict[str, Path], held=None) -> None:
         folder = grid.cell_dir(cell)
         state = train_state(folder)
         log.info("[cell %d/%d] %s (%s): training %s", i, len(cells), cell.describe(), cell.hash,
@@ -741,6 +745,9 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
                      state, f"resumes from {state}"))
         if state != "done":  # under torchrun every process trains (DDP)
             models = kind.train(cell.config, folder, shared_dirs, show_progress)
+            if broadcast(getattr(held, "lost", False)):  # another worker has it now
+                raise IrdistillError(f"cell {cell.describe()} was taken over by another "
+                                     "worker while this one stalled; its result is left to it")
             if is_main():
                 relative = {k: str(Path(v).relative_to(folder)) for k, v in models.items()}
                 write_json(folder / "done.json", {"model": relative[""], "models": relative,
@@ -759,20 +766,44 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
     lease = grid.resources.lease_s
     log_file = grid.output / CLAIMS_LOG
 
-    def claim(folder: Path, name: str):
-        """The first process claims; under torchrun every process learns whether it did (the
-        others get a context that does nothing)."""
-        held = try_claim(folder, worker, lease, log_file, name) if is_main() else None
-        if not broadcast(held is not None):
-            return None
-        return held if held is not None else contextlib.nullcontext()
+    since = broadcast(since if since is not None else started)  # one clock for every rank
+
+    def decide(cell: Cell, folder: Path):
+        """What to do with a cell, decided by the first process (under torchrun every process
+        must take the same decisions): 'done', ('failed', line), or a claim (None: another
+        live worker holds it). The claim is checked again once held: a cell finished by the
+        worker that released it a moment ago is not worked on twice."""
+        choice, held = None, None
+        if is_main():
+            failure = read_failure(folder)
+            if cell_finished(tasks, cell, folder):
+                choice = "done"
+            elif failure is not None and failure["time"] >= since:  # while this run went on
+                choice = ("failed", f"{cell.describe()} ({failure['worker']}: "
+                                    f"{failure['error']})")
+            else:
+                held = try_claim(folder, worker, lease, log_file, cell.hash)
+                if held is not None and cell_finished(tasks, cell, folder):
+                    held.release()
+                    held, choice = None, "done"
+                choice = choice or ("claimed" if held is not None else "busy")
+        choice = broadcast(choice)
+        if choice == "claimed" and held is not None:
+            log_claim(held)
+        return choice, (held if held is not None else contextlib.nullcontext())
 
     # the shared evaluations: one worker at a time (the next finds them done)
-    while (held := claim(grid.output / "shared", "shared")) is None:
+    while True:
+        held = try_claim(grid.output / "shared", worker, lease, log_file, "shared") \
+            if is_main() else None
+        if broadcast(held is not None):
+            break
         log.info("the shared evaluations are claimed by %s; waiting", _holder_text(
             grid.output / "shared", lease))
         time.sleep(poll)
-    with held:
+    if held is not None:
+        log_claim(held)
+    with held if held is not None else contextlib.nullcontext():
         shared_dirs = run_shared()
 
     remaining = list(enumerate(cells, 1))
@@ -782,27 +813,25 @@ def run_grid(grid: Grid, *, dry_run: bool = False, show_progress: bool = True,
         for item in list(remaining):
             i, cell = item
             folder = grid.cell_dir(cell)
-            if cell_finished(tasks, cell, folder):
-                remaining.remove(item)
+            choice, held = decide(cell, folder)
+            if choice == "busy":
                 continue
-            failure = read_failure(folder)
-            if failure is not None and failure["time"] >= started:  # while this worker ran
-                failed.append(f"{cell.describe()} ({failure['worker']}: {failure['error']})")
-                remaining.remove(item)
+            remaining.remove(item)
+            if choice == "done":
                 continue
-            held = claim(folder, cell.hash)
-            if held is None:
+            if choice != "claimed":
+                failed.append(choice[1])
                 continue
             with held:
                 try:
-                    run_cell(i, cell, shared_dirs)
+                    run_cell(i, cell, shared_dirs, held)
                 except Exception as exc:
-                    if is_main():
+                    if is_main() and not getattr(held, "lost", False):
                         write_json(folder / FAILED, {"worker": worker, "time": time.time(),
                                                      "error": _error_line(exc)})
                     raise
-                (folder / FAILED).unlink(missing_ok=True)
-            remaining.remove(item)
+                if is_main():
+                    (folder / FAILED).unlink(missing_ok=True)
             progressed = True
         if remaining and not progressed:  # every cell left is another worker's: wait for them
             log.info("%d cell(s) claimed by other workers; waiting", len(remaining))

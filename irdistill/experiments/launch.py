@@ -20,6 +20,7 @@ GRID`` shows which worker holds which cell.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class WorkerJob:
     overrides: list[str]
     output: str
     poll: float = 5.0
+    since: float | None = None  # the submission's time: a cell that failed after it is left
 
     def __call__(self) -> dict[str, Any]:
         import submitit  # optional dependency (irdistill[cluster]); in the job's process
@@ -51,7 +53,7 @@ class WorkerJob:
             submitit.helpers.TorchDistributedEnvironment().export(
                 set_cuda_visible_devices=False)
         grid = load_grid(self.grid_file, self.overrides, self.output)
-        status = run_grid(grid, show_progress=False, poll=self.poll)
+        status = run_grid(grid, show_progress=False, poll=self.poll, since=self.since)
         return {"cells": len(status.cells),
                 "done": sum(s.state == "done" for s in status.cells)}
 
@@ -60,7 +62,10 @@ def executor_parameters(grid: Grid, launcher: str, workers: int) -> dict[str, An
     """submitit's ``update_parameters`` for one cell's job."""
     r = grid.resources
     tasks = r.processes or max(r.gpus, 1)
-    params: dict[str, Any] = {"timeout_min": r.time_min, "nodes": r.nodes,
+    local_limit = 60 * 24 * 365  # local workers run until their cells are done
+    params: dict[str, Any] = {"timeout_min": r.time_min or (240 if launcher == "slurm"
+                                                            else local_limit),
+                              "nodes": r.nodes,
                               "tasks_per_node": tasks, "gpus_per_node": r.gpus or None,
                               "cpus_per_task": r.cpus, "mem_gb": r.mem_gb,
                               "name": f"irdistill-{grid.name}"}
@@ -95,13 +100,34 @@ def launch(grid_file: str | Path, *, launcher: str, workers: int,
         log.info("every cell of grid '%s' is done; nothing to submit", grid.name)
         return []
     folder = grid.output / "submitit"
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=launcher)
-    executor.update_parameters(**executor_parameters(grid, launcher, workers))
+    params = executor_parameters(grid, launcher, workers)
+    if launcher == "slurm":
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    else:  # the local executor itself: it takes each worker's GPUs (visible_gpus)
+        executor = submitit.LocalExecutor(folder=folder / "%j")
+        params = {k: v for k, v in params.items()
+                  if k in ("timeout_min", "tasks_per_node", "gpus_per_node")}
+    executor.update_parameters(**params)
     count = len(todo) if launcher == "slurm" else min(workers, len(todo))
     job = WorkerJob(str(Path(grid_file).resolve()), overrides,
-                    str(Path(grid.output).resolve()), poll)
-    with executor.batch():
-        jobs = [executor.submit(job) for _ in range(count)]
+                    str(Path(grid.output).resolve()), poll, since=time.time())
+    if launcher == "slurm":
+        with executor.batch():  # one job array
+            jobs = [executor.submit(job) for _ in range(count)]
+    else:  # local workers: each its own GPUs (none with resources.gpus=0: a CPU run)
+        gpus = grid.resources.gpus
+        if gpus:
+            import torch  # the grid's modules have imported it already
+
+            have = torch.cuda.device_count()
+            if count * gpus > have:
+                raise IrdistillError(f"{count} local workers of {gpus} GPU(s) each need "
+                                     f"{count * gpus} GPUs; this machine has {have}",
+                                     hint="lower --workers or resources.gpus")
+        jobs = []
+        for i in range(count):
+            executor.update_parameters(visible_gpus=tuple(range(i * gpus, (i + 1) * gpus)))
+            jobs.append(executor.submit(job))
     log.info("submitted %d %s worker(s) for the %d unfinished cell(s) of grid '%s': %s", count,
              launcher, len(todo), grid.name, ", ".join(str(j.job_id) for j in jobs))
     if wait if wait is not None else launcher == "local":

@@ -9,9 +9,12 @@ Baselines (the grid's ``baselines`` key; evaluated once per dataset, in ``OUTPUT
 
 * ``dense``: a bi-encoder (a sentence-transformers folder, hub name, or the bundled ``minilm``)
   retrieves the top-``depth`` of the whole collection (exact search);
-* ``hybrid``: the first stage's top-``depth`` rescored as the mean of the per-query z-scores of
-  the first stage's scores and the bi-encoder's (:func:`irdistill.teachers.hybrid.hybrid_teacher`,
-  the teacher of the demo).
+* ``hybrid``: the first stage's top-``depth`` rescored as the sum of the per-query z-scores of
+  the first stage's scores and the bi-encoder's (the ranking of their mean;
+  :func:`irdistill.teachers.hybrid.hybrid_teacher`, the teacher of the demo).
+
+Like every row, a baseline is measured on its top-``depth`` of the suite (a dense top-100 in a
+suite of depth 20 is measured over its first 20 documents), so all rows see as many documents.
 
 Fusion (``evaluation.fusion: true``): every trained cross-encoder also gives the row
 ``<system> + <first stage>``, its scores interpolated with the first stage's over the same
@@ -19,8 +22,10 @@ candidates (min-max normalised per query, :func:`irdistill.evaluation.fusion.int
 weight (0, 0.1, ..., 1) is the best nDCG@10 on the cell's own held-out queries
 (``data.dev_fraction``, ``data.dev_queries`` or ``data.dev_collection``: never a test query)
 re-ranked from BM25's top-``depth`` (or ``data.dev_run``), tuned once per cell and depth and kept
-in ``fusion-top<depth>.json`` in the cell folder; every dataset of every suite, in domain or
-not, uses that weight.
+in ``fusion-top<depth>-<precision>.json`` in the cell folder; every dataset of every suite, in
+domain or not, uses that weight. A ``data.dev_collection`` that is one of the grid's suite
+datasets is refused. The weight is tuned against BM25 even when a suite's first stage is a run
+file (the fused row then mixes the re-ranker with that run by a weight chosen for BM25).
 """
 from __future__ import annotations
 
@@ -106,8 +111,9 @@ def parse_baselines(raw: Any) -> list[Baseline]:
 
 
 # -- fusion with the first stage --------------------------------------------------------------
-def check_fusion(config: Config) -> None:
-    """A cell can be fused: it names held-out queries to tune the weight on."""
+def check_fusion(config: Config, suites: list[Suite] = ()) -> None:
+    """A cell can be fused: it names held-out queries to tune the weight on, and they are not
+    the queries of a dataset the grid evaluates on."""
     if config.stages:
         raise IrdistillError("evaluation.fusion tunes its weight on a cell's held-out queries, "
                              "and staged cells are not supported",
@@ -117,6 +123,17 @@ def check_fusion(config: Config) -> None:
                              "and the cell names none",
                              hint="set data.dev_fraction (e.g. 0.1), data.dev_queries or "
                                   "data.dev_collection in the base config")
+    d = config.data
+    if d.dev_collection is not None:
+        for suite in suites:
+            for spec in suite.datasets:
+                if spec.id == d.dev_collection and (spec.split or None) == (d.dev_split or None):
+                    raise IrdistillError(
+                        f"data.dev_collection {d.dev_collection} is the dataset "
+                        f"'{spec.label}' of suite '{suite.name}': the fusion weight would be "
+                        "tuned on the queries it is then measured on",
+                        hint="hold out training queries (data.dev_fraction) or use another "
+                             "split or collection")
 
 
 def fusion_dev_set(config: Config, depth: int) -> tuple[Collection, Run, dict]:
@@ -145,15 +162,15 @@ def fusion_weight(config: Config, folder: Path, model_dir: Path, depth: int,
                   precision: str | None, device=None, batch_size: int = 64,
                   show_progress: bool = True) -> float:
     """The interpolation weight of a cell's re-ranker with BM25 over the top-``depth``, tuned on
-    the cell's held-out queries (kept in ``folder/fusion-top<depth>.json``)."""
-    path = folder / f"fusion-top{depth}.json"
+    the cell's held-out queries (kept in ``folder/fusion-top<depth>-<precision>.json``)."""
+    path = folder / f"fusion-top{depth}-{precision or 'fp32'}.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))["alpha"]
     collection, candidates, qrels = fusion_dev_set(config, depth)
     model = CrossEncoder.from_pretrained(str(model_dir), precision=precision, device=device)
     scores = rerank_run(model, collection, candidates, depth=depth, batch_size=batch_size,
                         show_progress=show_progress,
-                        checkpoint=folder / f"fusion-top{depth}.scores.jsonl",
+                        checkpoint=path.with_suffix(".scores.jsonl"),
                         identity=scoring_identity(str(model_dir), model, collection, candidates,
                                                   depth))
     top = {q: dict(ranked(docs, depth)) for q, docs in candidates.items()}

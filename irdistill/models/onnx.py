@@ -104,8 +104,9 @@ def export_onnx(model: torch.nn.Module, encoder, folder: str | Path | None = Non
 
     names = input_names(encoder)
     settings = [weights_digest(model), names, OPSET, optimize, EXPORT_VERSION]
+    reduce_range = quantize is not None and not has_int8_dot_product()
     if quantize is not None:  # (keys of unquantised exports stay as they were)
-        settings += [quantize, "per-channel"]
+        settings += [quantize, "per-channel"] + (["reduce-range"] if reduce_range else [])
     key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
     root = Path(folder) if folder is not None else cache_dir() / "onnx"
     target = root / key / "model.onnx"
@@ -141,8 +142,11 @@ def export_onnx(model: torch.nn.Module, encoder, folder: str | Path | None = Non
                 warnings.simplefilter("ignore")
                 # the fused graph's contrib ops defeat shape inference: say their outputs'
                 # type (float) instead
+                # without VNNI/AMX the int8 products go through 16-bit sums that can saturate:
+                # 7-bit weights then (reduce_range), as ONNX Runtime advises
                 quantize_dynamic(str(final), str(work / "int8.onnx"),
                                  weight_type=QuantType.QInt8, per_channel=True,
+                                 reduce_range=reduce_range,
                                  extra_options={"DefaultTensorType": 1})  # TensorProto.FLOAT
             final = work / "int8.onnx"
         os.replace(final, work / "model.onnx")
@@ -157,6 +161,16 @@ def export_onnx(model: torch.nn.Module, encoder, folder: str | Path | None = Non
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def has_int8_dot_product() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX-INT8;
+    read from /proc/cpuinfo, so False where it cannot be read)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def _optimize(path: Path, config, out: Path) -> Path | None:

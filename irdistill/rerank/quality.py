@@ -32,9 +32,13 @@ def sample_queries(run: Run, count: int) -> list[str]:
 
 def int8_agreement(model: CrossEncoder, reference: CrossEncoder, collection: Collection,
                    candidates: Run, depth: int, queries: int = 20, batch_size: int = 64
-                   ) -> dict:
-    """Compare ``model``'s rankings of a sample of ``candidates`` with ``reference``'s."""
+                   ) -> dict | None:
+    """Compare ``model``'s rankings of a sample of ``candidates`` with ``reference``'s (None
+    when no query has two candidates to order)."""
     ids = sample_queries(candidates, queries)
+    if not ids:
+        log.warning("no query has two candidates: the int8 check has nothing to compare")
+        return None
     sample = {q: dict(ranked(candidates[q], depth)) for q in ids}
     fast = rerank_run(model, collection, sample, depth=depth, batch_size=batch_size,
                       show_progress=False)

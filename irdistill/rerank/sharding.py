@@ -79,6 +79,24 @@ def merge_runs(parts: Iterable[Run], expected: Iterable[str] | None = None) -> R
     return dict(sorted(merged.items()))
 
 
+def check_complete_shards(shards: Sequence) -> int:
+    """The N of shards ``[i, N]`` (as their provenance records them), each of 0..N-1 given
+    once; an error otherwise."""
+    pairs = [tuple(s) for s in shards if s is not None and len(s) == 2]
+    counts = {n for _, n in pairs}
+    if len(pairs) != len(shards) or len(counts) != 1:
+        raise IrdistillError("every part must be a shard of one split (made with --shard I/N, "
+                             "the same N)", hint="give the outputs of one sharded command")
+    count = counts.pop()
+    indices = sorted(i for i, _ in pairs)
+    if indices != list(range(count)):
+        missing = sorted(set(range(count)) - set(indices))
+        raise IrdistillError(f"the shards of {count} are not each there once: "
+                             + (f"missing {missing}" if missing else f"given {indices}"),
+                             hint="score every shard, then merge them all")
+    return count
+
+
 def join_shard_files(parts: Sequence[str | Path], output: str | Path) -> int:
     """Write the TREC runs of shards (each query in one of them) as one run, their lines kept
     as written and the queries in sorted order, as one process writes them: so the result is

@@ -33,7 +33,6 @@ FAISS (``search="faiss"``: a flat inner-product index, exact as well, held in me
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -51,7 +50,7 @@ from irdistill.config import TRAINING_PRECISIONS  # of the encoder: fp32, autoca
 from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.trec import Run, write_run
 from irdistill.errors import IrdistillError, unknown_name
-from irdistill.io import append_jsonl, read_jsonl_checkpoint, write_json
+from irdistill.io import append_jsonl, file_lock, read_jsonl_checkpoint, write_json
 from irdistill.models.cross_encoder import _load_error
 from irdistill.models.paths import resolve_model_path
 from irdistill.models.runtime import autocast_context, check_device, resolve_precision
@@ -269,20 +268,9 @@ def _refuse(folder: Path, problem: str, file: str = "settings.json") -> Irdistil
                           hint=f"delete the folder {folder} and it will be built again")
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path):
     """One process builds a cache folder at a time (others wait, then find it built)."""
-    try:
-        import fcntl  # POSIX only
-    except ImportError:  # not on POSIX: no lock
-        yield
-        return
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(folder / ".lock")
 
 
 def _ids_digest(ids: Sequence[str]) -> str:

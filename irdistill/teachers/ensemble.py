@@ -49,7 +49,7 @@ from irdistill.models.runtime import check_device, check_precision
 from irdistill.provenance import (candidates_digest, model_fingerprint, read_run_provenance,
                                   write_run_provenance)
 from irdistill.rerank.scoring import check_candidates, rerank_run, shard_query_ids
-from irdistill.rerank.sharding import check_shard, join_shard_files
+from irdistill.rerank.sharding import check_complete_shards, check_shard, join_shard_files
 from irdistill.retrieval.bm25 import BM25Settings, bm25_scores
 from irdistill.retrieval.dense import (BiEncoder, DenseIndex, DenseSettings,
                                        bi_encoder_fingerprint, dense_scores, effective_precision)
@@ -484,18 +484,8 @@ def merge_ensemble_shards(parts: Sequence[str | Path], output: str | Path,
     process. Every shard of the split must be there, once."""
     files = [Path(p) / f"{slug(name)}.trec" for p in parts]
     records = [read_run_provenance(f) or {} for f in map(check_input_file, files)]
-    shards = [tuple(r.get("shard") or ()) for r in records]
-    counts = {s[1] for s in shards if len(s) == 2}
-    if any(len(s) != 2 for s in shards) or len(counts) != 1:
-        raise IrdistillError("every part must be a shard of one split (built with --shard I/N, "
-                             "the same N)", hint="give the folders of 'teach ensemble --shard'")
-    count = counts.pop()
-    indices = sorted(s[0] for s in shards)
-    if indices != list(range(count)):
-        missing = sorted(set(range(count)) - set(indices))
-        raise IrdistillError(f"the shards of {count} are not each there once: "
-                             + (f"missing {missing}" if missing else f"given {indices}"),
-                             hint="score every shard, then merge them all")
+    shards = [r.get("shard") for r in records]
+    check_complete_shards(shards)
     output = check_output_folder(output)
     path = output / f"{slug(name)}.trec"
     queries = join_shard_files(files, path)

@@ -17,7 +17,7 @@ BI_ENCODER = "minilm"
 def hybrid_teacher(collection: Collection, candidates: Run, bi_encoder: str = BI_ENCODER,
                    show_progress: bool = True) -> tuple[Run, Run]:
     """``(bi-encoder scores, hybrid)`` of a candidate run: the bi-encoder's dot products of each
-    candidate, and the mean of the per-query z-scores of the candidates' first-stage scores
+    candidate, and the sum of the per-query z-scores of the candidates' first-stage scores
     and the bi-encoder's."""
     cosine = dense_scores(collection, bi_encoder, candidates, show_progress=show_progress)
     return cosine, fuse([candidates, cosine], method="wsum", norm="zscore")

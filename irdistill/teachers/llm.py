@@ -543,7 +543,8 @@ def llm_rerank(backend: Backend, collection: Collection, run: Run, *, depth: int
 def llm_teacher(backend: Backend, collection: Collection, run: Run, output: str | Path, *,
                 depth: int = 100, settings: LlmSettings = LlmSettings(), source: str = "run",
                 save_generations: bool = False, block_queries: int = 256,
-                show_progress: bool = True) -> LlmRanking:
+                show_progress: bool = True, shard: tuple[int, int] | None = None
+                ) -> LlmRanking:
     """Rank with :func:`llm_rerank` and write ``output`` (a TREC run in the LLM's order, scores
     ``depth - rank + 1``) and its provenance (model, backend, prompt, windows, parse counts).
     ``output.partial.jsonl`` holds finished queries while it works, so a rerun resumes."""
@@ -562,6 +563,7 @@ def llm_teacher(backend: Backend, collection: Collection, run: Run, output: str 
         prompt={"system": settings.system_message, "prefix": PREFIX, "body": BODY,
                 "suffix": SUFFIX},
         queries=len(ranking.run), parsing=ranking.stats.to_dict(),
+        shard=list(shard) if shard is not None else None,
         generations=str(generations) if generations else None)
     partial.unlink(missing_ok=True)
     log.info("LLM answers: %s", ranking.stats.summary())
