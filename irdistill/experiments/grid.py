@@ -24,6 +24,7 @@ A grid file (YAML)::
                  fusion: false}            # also each re-ranker fused with the first stage
     baseline: BM25                         # default baseline of `irdistill compare`
     output: runs/scifact-objectives        # relative to the current directory
+    resources: {gpus: 1, partition: gpu}   # a cell's job (--launcher), lease_s (docs/cluster.md)
 
 ``kind`` says what the cells train and how they are evaluated (:mod:`irdistill.experiments.kinds`:
 ``cross-encoder``, the default, re-ranks each suite's first stage; ``splade`` and
