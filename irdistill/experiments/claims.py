@@ -85,12 +85,13 @@ def _create(path: Path, worker: str) -> bool:
 class Claim:
     """A held claim: its heartbeat runs until :meth:`release` (or the ``with`` block ends)."""
 
-    def __init__(self, folder: Path, worker: str, lease: float, log_file: Path | None):
+    def __init__(self, folder: Path, worker: str, lease: float, log_file: Path | None = None,
+                 name: str | None = None, taken_over_from: str | None = None):
         self.folder, self.worker, self.lease = Path(folder), worker, lease
         self.path = self.folder / CLAIM
         self.log_file = log_file
-        self.name = self.folder.name
-        self.taken_over_from: str | None = None
+        self.name = name or self.folder.name  # the piece, in claims.log
+        self.taken_over_from = taken_over_from
         self._stop = threading.Event()
         self.lost = False  # another worker took the claim over (this one stalled too long)
         self._thread = threading.Thread(target=self._beat, daemon=True,
@@ -159,10 +160,8 @@ def try_claim(folder: str | Path, worker: str, lease: float = DEFAULT_LEASE,
         taken_over = current.worker
         log.warning("took over %s from %s (no heartbeat for %.0f s)", folder, current.worker,
                     current.age)
-    claim = Claim(folder, worker, lease, Path(log_file) if log_file else None).start()
-    claim.taken_over_from = taken_over
-    claim.name = name or folder.name
-    return claim
+    return Claim(folder, worker, lease, Path(log_file) if log_file else None, name,
+                 taken_over).start()
 
 
 def log_claim(claim: Claim) -> None:

@@ -23,8 +23,9 @@ weight (0, 0.1, ..., 1) is the best nDCG@10 on the cell's own held-out queries
 (``data.dev_fraction``, ``data.dev_queries`` or ``data.dev_collection``: never a test query)
 re-ranked from BM25's top-``depth`` (or ``data.dev_run``), tuned once per cell and depth and kept
 in ``fusion-top<depth>-<precision>.json`` in the cell folder; every dataset of every suite, in
-domain or not, uses that weight. A ``data.dev_collection`` that is one of the grid's suite
-datasets is refused. The weight is tuned against BM25 even when a suite's first stage is a run
+domain or not, uses that weight (a suite scored by passages, MaxP/FirstP, gets no fused row:
+there the re-ranker's run is per variant). A ``data.dev_collection`` that is one of the grid's
+suite datasets is refused. The weight is tuned against BM25 even when a suite's first stage is a run
 file (the fused row then mixes the re-ranker with that run by a weight chosen for BM25).
 """
 from __future__ import annotations

@@ -268,11 +268,6 @@ def _refuse(folder: Path, problem: str, file: str = "settings.json") -> Irdistil
                           hint=f"delete the folder {folder} and it will be built again")
 
 
-def _locked(folder: Path):
-    """One process builds a cache folder at a time (others wait, then find it built)."""
-    return file_lock(folder / ".lock")
-
-
 def _ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
 
@@ -322,7 +317,7 @@ class DenseIndex:
         identity = cache_identity(encoder, collection, settings)
         folder = Path(cache or cache_dir() / "dense") / cache_key(identity)
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder):
+        with file_lock(folder / ".lock"):  # one process builds it, the others then read it
             cls._check_identity(folder, identity)
             if (folder / "done").exists():
                 log.info("loading dense embeddings from %s", folder)
