@@ -1,7 +1,8 @@
 """What every irdistill trainer shares, on the Hugging Face Trainer.
 
 * :class:`BaseTrainer`: ``transformers.Trainer`` with the fault guard (:class:`FaultGuard`:
-  a non-finite loss or gradient stops training with a clear message, or is skipped). The
+  a non-finite loss or gradient stops training with a clear message, or is skipped) and a
+  dataset that is ordered (``ordered``) read in sequence. The
   cross-encoder's :class:`irdistill.train.engine.GroupTrainer`, SPLADE's
   :class:`irdistill.train.splade.SpladeTrainer` and the domain MLM's
   :class:`irdistill.adapt.mlm.MaskedPositionsTrainer` subclass it, as sentence-transformers'
@@ -20,6 +21,7 @@ import logging
 from pathlib import Path
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from irdistill.config import TrainConfig
@@ -129,6 +131,14 @@ class BaseTrainer(FaultGuard, Trainer):
     def __init__(self, *args, on_nan: str = "stop", **kwargs):
         super().__init__(*args, **kwargs)
         self.init_guard(on_nan)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """A dataset whose order is the training order (``ordered``: e.g.
+        :class:`irdistill.train.data.EpochGroups`) is read in sequence, not shuffled."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(dataset, "ordered", False):
+            return SequentialSampler(dataset)
+        return super()._get_train_sampler(train_dataset)
 
 
 class JsonlLog(TrainerCallback):

@@ -1,19 +1,23 @@
 """Training data as the Trainer reads it: datasets of groups, the token store, the collator.
 
-Groups (:mod:`irdistill.train.sources`) are held as a list (:class:`GroupDataset`, tokenised
-once before training by :func:`tokenise_groups`) or read as training goes
-(:class:`GroupStream`, with :class:`LazyTokens` fetching and tokenising texts per batch);
+Groups (:mod:`irdistill.train.sources`) are built one epoch at a time (:class:`EpochGroups`:
+the texts of every epoch tokenised once before training by :func:`tokenise_ids`) or read as
+training goes (:class:`GroupStream`, with :class:`LazyTokens` fetching and tokenising texts per
+batch);
 :class:`GroupCollator` turns a batch of groups into model inputs plus the ``targets`` and
 ``mask`` of the ``[queries, list_size]`` score tensor every loss takes.
 """
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
@@ -25,19 +29,109 @@ from irdistill.models.tokenization import PairEncoder
 log = logging.getLogger(__name__)
 
 
-class GroupDataset(Dataset):
-    """Groups by index; ``ordered``: their order is the training order (length-grouped), so
-    the Trainer reads them in sequence instead of shuffling."""
+#: the stream of the random generator that orders an epoch's groups (seeded [seed, epoch, this])
+ORDER_STREAM = 0x0DE2
 
-    def __init__(self, groups: list[Group], ordered: bool = False):
-        self.groups = groups
-        self.ordered = ordered
+
+class EpochGroups(Dataset):
+    """The groups of ``epochs`` epochs in training order, one epoch held in memory at a time.
+
+    ``build(epoch)`` gives an epoch's groups (a group builder is a pure function of its
+    arguments and the epoch, seeded per epoch). The order is a pure function of the seed: each
+    epoch's groups are permuted with ``numpy.random.default_rng([seed, epoch, ORDER_STREAM])``,
+    or, with :meth:`group_by_length`, in :func:`~irdistill.train.ordering.length_grouped_order`
+    seeded ``[seed, epoch]``; epoch ``e + 1`` follows epoch ``e``, so every query is seen once
+    an epoch. The Trainer reads the items in sequence (``ordered``), so a resumed run, which
+    skips the batches already trained, sees the same batches, and only the epoch it is in is
+    built. A fractional last epoch (``epochs=2.5``) is the first half of that epoch's order.
+
+    Building the dataset passes over every epoch once to count its groups and gather the ids
+    they use (:attr:`query_ids`, :attr:`doc_ids`: what is tokenised and checked before
+    training); at MS MARCO's size that holds one epoch of groups (hundreds of MB) instead of all
+    of them (gigabytes at tens of epochs).
+    """
+
+    ordered = True
+
+    def __init__(self, build: Callable[[int], list[Group]], epochs: float, seed: int):
+        self.build = build
+        self.seed = seed
+        n_epochs = max(1, math.ceil(epochs))
+        counts: list[int] = []
+        query_ids: set[str] = set()
+        doc_ids: set[str] = set()
+        first: list[Group] = []
+        for epoch in range(n_epochs):
+            groups = build(epoch)
+            counts.append(len(groups))
+            query_ids.update(g.query_id for g in groups)
+            doc_ids.update(d for g in groups for d in g.doc_ids)
+            if epoch == 0:
+                first = groups
+        self.counts = counts
+        #: items of each epoch in training (the last one cut to its fraction)
+        self.used = counts[:-1] + [max(1, round(counts[-1] * (epochs - (n_epochs - 1))))]
+        self.starts = np.cumsum([0, *self.used]).tolist()
+        self.query_ids = sorted(query_ids)
+        self.doc_ids = sorted(doc_ids)
+        self.lengths: Callable[[Group], int] | None = None
+        self.batch_size = self.world_size = 1
+        self._epoch, self._groups = 0, first
+        self._order: list[int] | None = None
+
+    def group_by_length(self, length: Callable[[Group], int], batch_size: int,
+                        world_size: int = 1) -> None:
+        """Order each epoch so that batches hold groups of similar ``length`` (see
+        :mod:`irdistill.train.ordering`)."""
+        self.lengths, self.batch_size, self.world_size = length, batch_size, world_size
+        self._order = None
+
+    @property
+    def epochs(self) -> int:
+        return len(self.counts)
 
     def __len__(self) -> int:
-        return len(self.groups)
+        return self.starts[-1]
+
+    def epoch_groups(self, epoch: int) -> list[Group]:
+        """Epoch ``epoch``'s groups in training order (built again unless it is the one held)."""
+        if epoch != self._epoch:
+            groups = self.build(epoch)
+            if len(groups) != self.counts[epoch]:
+                raise IrdistillError(
+                    f"the group builder gave {len(groups)} groups for epoch {epoch}, and "
+                    f"{self.counts[epoch]} when the epochs were counted",
+                    hint="a data mode's builder must give the same groups for the same "
+                         "arguments and epoch")
+            self._epoch, self._groups, self._order = epoch, groups, None
+        if self._order is None:
+            self._order = self.epoch_order(epoch, self._groups)
+        return [self._groups[i] for i in self._order[: self.used[epoch]]]
+
+    def epoch_order(self, epoch: int, groups: list[Group]) -> list[int]:
+        """The permutation of ``groups`` (epoch ``epoch``'s) that training reads."""
+        if self.lengths is not None:
+            from irdistill.train.ordering import length_grouped_order
+
+            return length_grouped_order([self.lengths(g) for g in groups], self.batch_size,
+                                        [self.seed, epoch], world_size=self.world_size)
+        rng = np.random.default_rng([self.seed, epoch, ORDER_STREAM])
+        return rng.permutation(len(groups)).tolist()
 
     def __getitem__(self, index: int) -> Group:
-        return self.groups[index]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        epoch = bisect.bisect_right(self.starts, index) - 1
+        if epoch != self._epoch or self._order is None:
+            self.epoch_groups(epoch)
+        return self._groups[self._order[index - self.starts[epoch]]]
+
+    def __iter__(self) -> Iterator[Group]:
+        for epoch in range(self.epochs):
+            yield from self.epoch_groups(epoch)
+
+    def __repr__(self) -> str:
+        return f"{len(self)} groups over {self.epochs} epochs"
 
 
 class GroupStream(IterableDataset):
@@ -129,22 +223,35 @@ class GroupCollator:
         return batch
 
 
+def group_ids(groups: Iterable[Group]) -> tuple[list[str], list[str]]:
+    """The query and document ids of ``groups`` (of :class:`EpochGroups`: gathered when the
+    epochs were counted), sorted."""
+    if isinstance(groups, EpochGroups):
+        return groups.query_ids, groups.doc_ids
+    groups = list(groups)
+    return sorted({g.query_id for g in groups}), sorted({d for g in groups for d in g.doc_ids})
+
+
 def check_group_ids(collection: Collection, groups: Iterable[Group]) -> None:
     """The queries and documents of ``groups`` belong to the collection (documents where that is
     cheap to know: local files), before a model is loaded or anything written. For a stream,
     its first groups (``head``)."""
-    groups = list(groups)
-    collection.query_texts(sorted({g.query_id for g in groups}))
-    missing = collection.docs.missing(sorted({d for g in groups for d in g.doc_ids}))
+    query_ids, doc_ids = group_ids(groups)
+    collection.query_texts(query_ids)
+    missing = collection.docs.missing(doc_ids)
     if missing:
         raise missing_docs_error(missing, collection.name)
 
 
-def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: list[Group]
+def tokenise_groups(encoder: PairEncoder, collection: Collection, groups: Iterable[Group]
                     ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Tokenise every query and document of the groups once (compact arrays of token ids)."""
-    qids = sorted({g.query_id for g in groups})
-    dids = sorted({d for g in groups for d in g.doc_ids})
+    return tokenise_ids(encoder, collection, *group_ids(groups))
+
+
+def tokenise_ids(encoder: PairEncoder, collection: Collection, qids: list[str],
+                 dids: list[str]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Token ids of the queries ``qids`` and documents ``dids`` (compact arrays)."""
     queries = collection.query_texts(qids)
     query_tokens = dict(zip(qids, encoder.encode_queries([queries[q] for q in qids],
                                                          compact=True)))

@@ -11,9 +11,10 @@ config with ``stages`` trains each stage in ``stage-1/``, ``stage-2/``, ... (eac
 the previous stage's model); ``model`` is then a link to the last stage's model.
 
 :class:`GroupTrainer` is the cross-encoder's trainer on :class:`irdistill.train.base.BaseTrainer`.
-Groups come from the data mode's source (:mod:`irdistill.train.sources`): lists of groups are
-tokenised once before training (token ids kept as compact arrays; every epoch reuses them); a
-streamed mode (``triples``) is read as training goes, its texts fetched and tokenised per batch.
+Groups come from the data mode's source (:mod:`irdistill.train.sources`), built an epoch at a
+time (:class:`~irdistill.train.data.EpochGroups`: each epoch in its own seeded order), their
+texts tokenised once before training (token ids kept as compact arrays; every epoch reuses
+them); a streamed mode (``triples``) is read as training goes, its texts fetched and tokenised per batch.
 With ``train.group_by_length``, batches hold groups of similar length
 (:mod:`irdistill.train.ordering`), in an order fixed by the seed, so resuming is exact.
 
@@ -33,11 +34,11 @@ import contextlib
 import json
 import logging
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import SequentialSampler
 from transformers import TrainerState
 
 from irdistill.config import Config, TrainConfig, check_config, config_hash, resolve_stage
@@ -55,11 +56,11 @@ from irdistill.models.paths import resolve_model_path
 from irdistill.models.runtime import CPU_MAX_TOKENS, with_training_precision
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments
-from irdistill.train.data import (GroupCollator, GroupDataset, GroupStream, LazyTokens,
-                                  check_group_ids, tokenise_groups)
+from irdistill.train.data import (EpochGroups, GroupCollator, GroupStream, LazyTokens,
+                                  check_group_ids, group_ids, tokenise_ids)
 from irdistill.train.dev import DevEvaluator, build_dev_set, hold_out
 from irdistill.train.folder import RunFolder
-from irdistill.train.ordering import group_length, length_grouped_order
+from irdistill.train.ordering import group_length
 from irdistill.train.progress import TrainingProgress, progress_of, stopped_at, time_schedule
 from irdistill.train.resume import incomplete_reason
 from irdistill.train.sources import group_source
@@ -194,12 +195,6 @@ class GroupTrainer(BaseTrainer):
         loss = self.finite_loss(loss, scores)
         return (loss, scores) if return_outputs else loss
 
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if getattr(dataset, "ordered", False):
-            return SequentialSampler(dataset)
-        return super()._get_train_sampler(train_dataset)
-
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the head (every parameter outside the
         pre-trained encoder, whatever the family calls it) at ``head_lr``."""
@@ -235,7 +230,7 @@ def _card(config: Config, digest: str, collection: str, groups, steps: int,
             "loss_params": dict(config.loss_params), "teacher": teacher or None,
             "data": {"collection": collection, "candidates": d.run or f"bm25 top-{d.depth}",
                      "mode": d.mode,
-                     "groups": len(groups) if isinstance(groups, list) else str(groups),
+                     "groups": len(groups) if isinstance(groups, EpochGroups) else str(groups),
                      "documents_per_group": d.negatives + 1, "sampling": d.sampling},
             "steps": steps,
             "training": {"lr": t.lr, "head_lr": t.head_lr, "batch_size": t.batch_size,
@@ -317,9 +312,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         run = run if given_run else source.candidates(collection)
         train_run, held = hold_out(config, collection, run)  # dev queries leave the groups
         dev = build_dev_set(config, collection, run, held, given_run)
-    groups = source.groups(config, collection, train_run)
-    # the candidates are in the groups now: a run read or retrieved here (at MS MARCO's size,
-    # gigabytes) is not held through training
+    groups = source.groups(config, collection, train_run)  # holds the run: built per epoch
     del run, train_run, held
     if source.streamed and config.train.max_steps <= 0:
         raise IrdistillError(f"data.mode={config.data.mode} streams its groups, so the number of "
@@ -356,16 +349,15 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         log.info("training on groups streamed from %s (%s loss)", groups, config.loss)
     else:
         with main_process_first():  # the document store may be built on first access
-            query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+            query_tokens, doc_tokens = tokenise_ids(model.encoder, collection,
+                                                    *group_ids(groups))
         if config.train.group_by_length:
-            lengths = [group_length(model.encoder, query_tokens, doc_tokens, g) for g in groups]
-            order = length_grouped_order(lengths, config.train.batch_size, config.train.seed,
-                                         world_size=world_size())
-            dataset = GroupDataset([groups[i] for i in order], ordered=True)
-        else:
-            dataset = GroupDataset(groups)
-        log.info("training on %d groups of up to %d documents (%s loss)", len(groups),
-                 max(len(g.doc_ids) for g in groups), config.loss)
+            groups.group_by_length(
+                partial(group_length, model.encoder, query_tokens, doc_tokens),
+                config.train.batch_size, world_size=world_size())
+        dataset = groups
+        log.info("training on %s of up to %d documents (%s loss)", groups,
+                 max(len(g.doc_ids) for g in groups.epoch_groups(0)), config.loss)
 
     if is_main():
         folder.write_config(

@@ -5,7 +5,8 @@ compute on padding. The order is the one Hugging Face's ``LengthGroupedSampler``
 (shuffle, cut into mega-batches, sort each by length), made a pure function of the seed and the
 lengths, so a resumed run (the Trainer skips the batches already done) sees the same batches:
 
-1. shuffle all groups with ``numpy.random.default_rng(seed)``;
+1. shuffle all groups with ``numpy.random.default_rng(seed)`` (training seeds it with
+   ``[train.seed, epoch]``: each epoch is ordered on its own);
 2. cut into mega-batches of ``megabatch`` steps, a step being ``batch_size * world_size``
    groups (one batch for every process: under DDP the processes of one step get batches of
    similar length and wait little for each other);
@@ -25,7 +26,8 @@ def group_length(encoder, query_tokens, doc_tokens, group) -> int:
     return max(encoder.pair_length(q, doc_tokens[d]) for d in group.doc_ids)
 
 
-def length_grouped_order(lengths: Sequence[int], batch_size: int, seed: int,
+def length_grouped_order(lengths: Sequence[int], batch_size: int,
+                         seed: int | Sequence[int],
                          world_size: int = 1, megabatch: int = 50) -> list[int]:
     """A permutation of ``range(len(lengths))`` in which consecutive runs of ``batch_size``
     items have similar lengths (see the module's docstring)."""

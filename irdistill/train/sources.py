@@ -11,15 +11,16 @@ branches on the mode:
 * :class:`TripleSource` (``triples``): ``data.triples``, streamed as training goes.
 
 A source checks its inputs before anything is loaded (:meth:`~GroupSource.check_inputs`), reads
-its candidates (:meth:`~GroupSource.candidates`), builds the groups of every epoch
-(:meth:`~GroupSource.groups`), and names the files it read for provenance
+its candidates (:meth:`~GroupSource.candidates`), gives the groups of every epoch
+(:meth:`~GroupSource.groups`: :class:`~irdistill.train.data.EpochGroups`, built an epoch at a
+time), and names the files it read for provenance
 (:meth:`~GroupSource.files`). A builder registered for a source is called with that source's
 keyword arguments (:data:`BUILDER_ARGUMENTS`).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
+from functools import partial
 
 from irdistill.config import Config, DataConfig
 from irdistill.data.collection import Collection
@@ -30,6 +31,7 @@ from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file
 from irdistill.provenance import file_fingerprint
 from irdistill.retrieval.bm25 import bm25_run
+from irdistill.train.data import EpochGroups
 
 #: the keyword arguments a group builder of each source is called with (besides ``epoch``)
 BUILDER_ARGUMENTS = {
@@ -89,18 +91,15 @@ class GroupSource:
                  "max_queries": d.max_queries}
         return {k: given[k] for k in BUILDER_ARGUMENTS[self.name] if k in given}
 
-    def groups(self, config: Config, collection, run: Run) -> list[Group] | Iterable[Group]:
-        """Groups for every epoch, concatenated, so one pass of the Trainer covers all epochs
-        (a fractional last epoch is cut)."""
+    def groups(self, config: Config, collection, run: Run) -> EpochGroups | Iterable[Group]:
+        """The groups of every epoch in training order, so that one pass of the Trainer covers
+        all epochs (a fractional last epoch is cut); built an epoch at a time from ``run``,
+        which they hold."""
         if config.data.max_queries:
             run = {q: run[q] for q in sorted(run)[: config.data.max_queries]}
-        epochs = max(1, math.ceil(config.train.epochs))
         arguments = self.builder_arguments(run, collection, config)
-        groups: list[Group] = []
-        for epoch in range(epochs):
-            groups += build(config.data.mode, epoch, arguments)
-        per_epoch = len(groups) // epochs
-        return groups[: max(1, round(per_epoch * config.train.epochs))]
+        return EpochGroups(partial(build, config.data.mode, arguments=arguments),
+                           config.train.epochs, config.train.seed)
 
     def head(self, groups) -> list[Group]:
         """The groups whose ids are checked against the collection before training."""

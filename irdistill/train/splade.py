@@ -19,6 +19,7 @@ Output folder (as for cross-encoders)::
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from irdistill.models.parts import freeze_domain
 from irdistill.models.splade import SETTINGS_FILE, Splade, regularizer_weight
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments
-from irdistill.train.data import GroupDataset, check_group_ids
+from irdistill.train.data import check_group_ids, group_ids
 from irdistill.train.folder import RunFolder
 from irdistill.train.sources import group_source
 from irdistill.train.trackers import tracker_callbacks
@@ -184,11 +185,10 @@ class SpladeTrainer(BaseTrainer):
 
 
 
-def tokenise_texts(model: Splade, collection: Collection, groups: list[Group]
+def tokenise_texts(model: Splade, collection: Collection, groups: Iterable[Group]
                    ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Tokenise every query and document of the groups once."""
-    qids = sorted({g.query_id for g in groups})
-    dids = sorted({d for g in groups for d in g.doc_ids})
+    qids, dids = group_ids(groups)
     queries = collection.query_texts(qids)
     query_tokens = dict(zip(qids, model.tokenize([queries[q] for q in qids], "query")))
     doc_tokens: dict[str, list[int]] = {}
@@ -283,7 +283,7 @@ def train_splade(config: SpladeConfig, output_dir: str | Path, *,
     t = config.train
     trainer = SpladeTrainer(
         model=model.encoders, args=training_arguments(t, folder.root, show_progress),
-        train_dataset=GroupDataset(groups),
+        train_dataset=groups,
         data_collator=SpladeCollator(model, query_tokens, doc_tokens, collection.qrels,
                                      config.in_batch_negatives),
         loss_fn=loss_fn, loss_params=dict(config.loss_params), regularizer=regularizer,
