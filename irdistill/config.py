@@ -37,6 +37,9 @@ class DataConfig:
     force_positive: bool = True  # teacher modes: put a judged positive in slot 0
     triples: str | None = None  # mode triples: pos_score, neg_score, qid, pos_pid, neg_pid file
     max_queries: int | None = None  # use only the first N training queries (quick runs)
+    # stop before the model is loaded when the data path (run, groups, tokens) holds more than
+    # this many GiB of resident memory (irdistill.train.memory); None = no limit
+    max_memory_gb: float | None = None
     # held-out queries evaluated during training (irdistill.train.dev), at most one of:
     dev_fraction: float | None = None  # this fraction of the training queries, drawn by seed
     dev_queries: list[str] | str | None = None  # these query ids (or a file of ids, one a line)
@@ -234,6 +237,7 @@ def check_config(config: Config) -> Config:
     _choice("data mode", d.mode, MODES)  # the wording of irdistill.data.sampling
     _choice("data.sampling", d.sampling, SAMPLINGS)
     check_mining(d)
+    _at_least("data.max_memory_gb", d.max_memory_gb, 0, strict=True)
     _choice("attention implementation", m.attn_implementation, ATTN_IMPLEMENTATIONS)
     _choice("model.truncation", m.truncation, TRUNCATIONS)
     _choice("train.precision", t.precision, TRAINING_PRECISIONS)
@@ -505,7 +509,9 @@ HASH_NEUTRAL = {("train", "group_by_length"): False, ("model", "truncation"): "s
                 ("train", "lora"): None,
                 # hard-negative mining in labels mode, off: the groups of before it existed
                 ("data", "negatives_range"): None, ("data", "false_negative_margin"): None,
-                ("data", "false_negative_relative_margin"): None}
+                ("data", "false_negative_relative_margin"): None,
+                # a memory guard, not the recipe
+                ("data", "max_memory_gb"): None}
 
 
 #: keys never hashed, whatever their value: where the figures are also sent, not what is

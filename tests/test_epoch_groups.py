@@ -116,3 +116,29 @@ def test_the_ids_gathered_are_those_of_every_epoch():
     assert groups.query_ids == sorted({g.query_id for g in every})
     assert groups.doc_ids == sorted({d for g in every for d in g.doc_ids})
     assert len(groups.doc_ids) > len({d for g in build(epoch=0) for d in g.doc_ids})
+
+
+def test_a_data_path_over_its_memory_budget_stops_before_the_model_with_what_it_holds(
+        tmp_path, monkeypatch, tiny_bert):
+    """data.max_memory_gb: the resident memory gained is checked after each stage of the data
+    path (here made to grow 0.4 GiB a stage); over the budget, training stops there, before
+    a model is loaded or a folder written."""
+    from irdistill.config import load_config
+    from irdistill.train import engine, memory
+    from toy_collection import write_toy_collection
+
+    toy = write_toy_collection(tmp_path / "toy")
+    readings = iter(range(0, 100 * 2**30, 2**30 * 4 // 10))
+    monkeypatch.setattr(memory, "resident_bytes", lambda: next(readings))
+    loaded = []
+    monkeypatch.setattr(engine.CrossEncoder, "from_pretrained",
+                        classmethod(lambda *a, **k: loaded.append(1)))
+    config = load_config(overrides=[
+        f"model.name={tiny_bert}", f"data.collection={toy['folder']}", f"data.run={toy['run']}",
+        "data.negatives=3", "data.max_memory_gb=0.5"])
+    with pytest.raises(IrdistillError, match=r"holds 0\.80 GiB after counting the groups, "
+                                             r"over data\.max_memory_gb=0\.5"):
+        engine.train(config, tmp_path / "run", show_progress=False)
+    assert not loaded and not (tmp_path / "run").exists()
+    budget = memory.MemoryBudget(None)  # no limit: figures only
+    assert budget.check("x") == pytest.approx(0.4) and budget.stages == {"x": 0.4}

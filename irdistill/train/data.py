@@ -25,6 +25,7 @@ from irdistill.data.collection import Collection, missing_docs_error
 from irdistill.data.groups import Group
 from irdistill.errors import IrdistillError
 from irdistill.models.tokenization import PairEncoder
+from irdistill.train.ordering import length_grouped_order
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,6 @@ class EpochGroups(Dataset):
     def epoch_order(self, epoch: int, groups: list[Group]) -> list[int]:
         """The permutation of ``groups`` (epoch ``epoch``'s) that training reads."""
         if self.lengths is not None:
-            from irdistill.train.ordering import length_grouped_order
-
             return length_grouped_order([self.lengths(g) for g in groups], self.batch_size,
                                         [self.seed, epoch], world_size=self.world_size)
         rng = np.random.default_rng([self.seed, epoch, ORDER_STREAM])

@@ -60,6 +60,7 @@ from irdistill.train.data import (EpochGroups, GroupCollator, GroupStream, LazyT
                                   check_group_ids, group_ids, tokenise_ids)
 from irdistill.train.dev import DevEvaluator, build_dev_set, hold_out
 from irdistill.train.folder import RunFolder
+from irdistill.train.memory import MemoryBudget
 from irdistill.train.ordering import group_length
 from irdistill.train.progress import TrainingProgress, progress_of, stopped_at, time_schedule
 from irdistill.train.resume import incomplete_reason
@@ -307,13 +308,16 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
 
     # every input is read and checked before anything is written: bad input leaves no folder
     given_run = run is not None
+    budget = MemoryBudget(config.data.max_memory_gb)
     with main_process_first():  # under torchrun: caches (BM25, ir_datasets) are built once
         collection = collection or load_collection(config.data.collection, config.data.split)
         run = run if given_run else source.candidates(collection)
+        budget.check("reading the candidates")
         train_run, held = hold_out(config, collection, run)  # dev queries leave the groups
         dev = build_dev_set(config, collection, run, held, given_run)
     groups = source.groups(config, collection, train_run)  # holds the run: built per epoch
     del run, train_run, held
+    budget.check("counting the groups")
     if source.streamed and config.train.max_steps <= 0:
         raise IrdistillError(f"data.mode={config.data.mode} streams its groups, so the number of "
                              "steps cannot be derived from epochs",
@@ -351,6 +355,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         with main_process_first():  # the document store may be built on first access
             query_tokens, doc_tokens = tokenise_ids(model.encoder, collection,
                                                     *group_ids(groups))
+        budget.check("tokenising the texts")
         if config.train.group_by_length:
             groups.group_by_length(
                 partial(group_length, model.encoder, query_tokens, doc_tokens),
