@@ -86,6 +86,7 @@ def test_training_killed_mid_way_resumes_to_the_same_weights(tmp_path, toy, tiny
     # it really was interrupted: a checkpoint before the end, no model
     done = latest_checkpoint(resumed / "checkpoints", clean=False)
     assert SAVE <= step_of(done) < STEPS and not (resumed / "model").exists()
+    assert (resumed / "tokens" / "docs" / "tokens.npy").is_file()  # the texts' token ids
     # and, as if the kill had also cut the save of the next checkpoint: a torn one after it
     torn = resumed / "checkpoints" / f"checkpoint-{step_of(done) + SAVE}"
     torn.mkdir(exist_ok=True)
@@ -94,6 +95,8 @@ def test_training_killed_mid_way_resumes_to_the_same_weights(tmp_path, toy, tiny
 
     out = finish(start(train_args(toy, tiny_bert, resumed)))
     assert f"resuming from {done}" in out and "ignoring incomplete checkpoint" in out
+    assert "reusing the token store" in out and "building the token store" not in out
+    assert not (resumed / "tokens").exists() and not (reference / "tokens").exists()
     finish(ref)
     weights = (reference / "model" / "model.safetensors").read_bytes()
     assert (resumed / "model" / "model.safetensors").read_bytes() == weights

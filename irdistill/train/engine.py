@@ -57,7 +57,7 @@ from irdistill.models.runtime import CPU_MAX_TOKENS, with_training_precision
 from irdistill.provenance import model_fingerprint
 from irdistill.train.base import BaseTrainer, JsonlLog, run_trainer, training_arguments
 from irdistill.train.data import (EpochGroups, GroupCollator, GroupStream, LazyTokens,
-                                  check_group_ids, group_ids, tokenise_ids)
+                                  check_group_ids, group_ids)
 from irdistill.train.dev import DevEvaluator, build_dev_set, hold_out
 from irdistill.train.folder import RunFolder
 from irdistill.train.memory import MemoryBudget
@@ -65,6 +65,7 @@ from irdistill.train.ordering import group_length
 from irdistill.train.progress import TrainingProgress, progress_of, stopped_at, time_schedule
 from irdistill.train.resume import incomplete_reason
 from irdistill.train.sources import group_source
+from irdistill.train.tokens import TokenStore, shared_token_stores
 from irdistill.train.trackers import tracker_callbacks
 from irdistill.utils import seed_everything
 
@@ -219,6 +220,21 @@ class GroupTrainer(BaseTrainer):
 
 
 
+def token_stores(folder: RunFolder, encoder, collection, groups: EpochGroups,
+                 show_progress: bool = False) -> tuple[TokenStore, TokenStore]:
+    """The token stores of the groups' queries and documents in ``folder.tokens`` (see
+    :func:`irdistill.train.tokens.shared_token_stores`). A failure (e.g. a document the store of
+    the collection lacks) leaves no run folder that was not there before."""
+    created = not folder.root.exists()
+    try:
+        return shared_token_stores(encoder, collection, *group_ids(groups), folder.tokens,
+                                   show_progress=show_progress)
+    except BaseException:
+        if created and is_main():
+            shutil.rmtree(folder.root, ignore_errors=True)
+        raise
+
+
 def _card(config: Config, digest: str, collection: str, groups, steps: int,
           model_dir: Path, outcome: dict | None = None) -> dict:
     """What the model card says about the training run (see irdistill.models.model_card);
@@ -352,9 +368,10 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         dataset = GroupStream(groups)
         log.info("training on groups streamed from %s (%s loss)", groups, config.loss)
     else:
-        with main_process_first():  # the document store may be built on first access
-            query_tokens, doc_tokens = tokenise_ids(model.encoder, collection,
-                                                    *group_ids(groups))
+        # token ids in memory-mapped files of the run folder, built by the main process and
+        # shared by the others (and by a resumed run)
+        query_tokens, doc_tokens = token_stores(folder, model.encoder, collection, groups,
+                                                show_progress)
         budget.check("tokenising the texts")
         if config.train.group_by_length:
             groups.group_by_length(
@@ -415,6 +432,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         folder.save_model(lambda tmp: model.save_pretrained(tmp, card=card))
         if outcome is not None:
             _record_outcome(folder, outcome)
+        shutil.rmtree(folder.tokens, ignore_errors=True)  # for resuming only
     wait_for_everyone()  # every process returns once the model is there
     return folder.model
 

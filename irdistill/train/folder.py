@@ -7,6 +7,7 @@ plots, resume) goes through :class:`RunFolder`::
     provenance.json    config hash, versions, data ids, seed (and, at the end, the outcome)
     train_log.jsonl    one line per logging step and per evaluation
     checkpoints/       the Trainer's checkpoints (the newest complete one is resumed)
+    tokens/            the token ids of the training texts, memory-mapped (removed at the end)
     model/             the final model, written to ``model.tmp/`` and renamed when complete
     stage-1/, ...      a multi-stage run: one such folder per stage, ``model`` a link to the last
                        stage's model
@@ -53,6 +54,7 @@ class RunFolder:
     log = _entry("train_log.jsonl", "one line per logging step and per evaluation")
     checkpoints = _entry("checkpoints", "the Trainer's checkpoints")
     model = _entry("model", "the saved model (complete once it exists)")
+    tokens = _entry("tokens", "token ids of the training texts (irdistill.train.tokens)")
 
     def finished(self) -> bool:
         return (self.root / self.marker).exists()
