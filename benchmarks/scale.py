@@ -24,7 +24,8 @@ collection load        ``load_collection`` of a folder: the offset index of ``do
 document access        ``docs.get_many`` of 10,000 random ids (per 10k documents)
 BM25 index             ``BM25.build``: bm25s tokenising and indexing every document
 BM25 search            top-``depth`` of ``--search-queries`` queries (projected per query)
-run write / read       ``write_run`` / ``read_run`` of the whole run
+run write / read       ``write_run`` / ``read_run`` of the whole run (a dict of dicts)
+run read (compact)     ``read_run(compact=True)``: the run as training holds it (numpy arrays)
 groups (labels)        ``build_groups("labels")``: 1 positive + 7 negatives per query, 1 epoch
 groups (teacher)       ``build_groups("teacher_scores")`` with the run as the teacher's scores
 tokenise               ``tokenise_groups``: every query and document of the groups, once
@@ -257,6 +258,9 @@ def run_size(args) -> dict:
     run_path = work / "collection" / "run.trec"
     with Stage(results, "run read"):
         run = read_run(run_path)
+    with Stage(results, "run read (compact)"):  # as training holds its candidates
+        compact = read_run(run_path, compact=True)
+    del compact
     with Stage(results, "run write", disk=work / "copy.trec"):
         write_run(work / "copy.trec", run)
     with Stage(results, "groups (labels)"):
@@ -329,15 +333,17 @@ def training_path(args) -> dict:
     from irdistill.data.trec import read_run, write_run
     from irdistill.models.cross_encoder import CrossEncoder
     from irdistill.train import engine
-    from irdistill.train.data import GroupCollator, tokenise_groups
+    from irdistill.train.data import GroupCollator, group_ids
     from irdistill.train.sources import group_source
+    from irdistill.train.tokens import shared_token_stores
 
     work, n_docs, n_queries, shape, setup = prepare(args, "training path: ")
     results: dict = {}
     overrides = [f"data.collection={work / 'collection'}", f"data.depth={args.depth}",
                  "data.negatives=7", "model.max_query_length=32", "model.max_doc_length=128",
                  "train.batch_size=8", f"train.max_steps={args.train_steps}",
-                 "train.logging_steps=1", f"train.save_steps={max(1, args.train_steps)}"]
+                 "train.logging_steps=1", f"train.save_steps={max(1, args.train_steps)}",
+                 f"train.epochs={args.epochs}"]
     config = load_config(overrides=overrides)
     with Stage(results, "collection load"):
         collection = load_collection(config.data.collection)
@@ -345,18 +351,19 @@ def training_path(args) -> dict:
         with Stage(results, "BM25 run (all queries)", disk=work / "cache"):
             run = group_source(config.data).candidates(collection)
     else:  # the synthetic run, read as a given data.run is
-        with Stage(results, "run read"):
-            run = read_run(work / "collection" / "run.trec", depth=args.depth)
+        with Stage(results, "run read"):  # compact, as training reads a data.run
+            run = read_run(work / "collection" / "run.trec", depth=args.depth, compact=True)
     with Stage(results, "groups (labels)"):
         groups = group_source(config.data).groups(config, collection, run)
     model = CrossEncoder.from_pretrained("minilm", max_query_length=32, max_doc_length=128,
                                          device="cpu")
-    with Stage(results, "tokenise"):
-        query_tokens, doc_tokens = tokenise_groups(model.encoder, collection, groups)
+    with Stage(results, "tokenise", disk=work / "tokens"):  # as training does: memory-mapped
+        query_tokens, doc_tokens = shared_token_stores(model.encoder, collection,
+                                                       *group_ids(groups), work / "tokens")
     collate = GroupCollator(model.encoder, query_tokens, doc_tokens)
     with Stage(results, "first 200 batches"):
         for i in range(0, min(len(groups), 1600), 8):
-            collate(groups[i:i + 8])
+            collate([groups[j] for j in range(i, min(i + 8, len(groups)))])
     write_run(work / "bm25.trec", run)
     data_mb = (rss_bytes()) / 2**20
     del run, groups, query_tokens, doc_tokens, collate, model
@@ -472,6 +479,9 @@ def main(argv: list[str] | None = None) -> dict:
                              "given data.run")
     parser.add_argument("--train-steps", type=int, default=2,
                         help="steps of the training run of --training-path")
+    parser.add_argument("--epochs", type=float, default=1.0,
+                        help="train.epochs of --training-path (groups are counted over every "
+                             "epoch, one held at a time)")
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)  # one size, in-process
     args = parser.parse_args(argv)
     if args.size:
@@ -488,7 +498,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "--docs-per-query", str(args.docs_per_query), "--depth", str(args.depth),
                        "--doc-words", str(args.doc_words), "--search-queries",
                        str(args.search_queries), "--splade-terms", str(args.splade_terms),
-                       "--train-steps", str(args.train_steps)]
+                       "--train-steps", str(args.train_steps), "--epochs", str(args.epochs)]
             if args.training_path:
                 command += ["--training-path", "--candidates", args.candidates]
             if args.queries:

@@ -93,8 +93,23 @@ def test_scale_benchmark_runs_at_toy_sizes(scifact_available, tmp_path):
     report = scale.main(["--sizes", "400", "800", "--search-queries", "10", "--depth", "10",
                          "--markdown", str(tmp_path / "scale.md")])
     stages = list(report["sizes"][0]["stages"])
-    assert len(stages) == 16 and all(list(r["stages"]) == stages for r in report["sizes"])
+    assert len(stages) == 17 and all(list(r["stages"]) == stages for r in report["sizes"])
     table = (tmp_path / "scale.md").read_text()
     for stage in stages:
         row = next(line for line in table.splitlines() if line.startswith(f"| {stage} "))
         assert " min / " in row, row  # an exponent and a projection
+
+
+def test_scale_training_path_runs_at_a_toy_size(scifact_available, tmp_path):
+    """benchmarks/scale.py --training-path: the data path of a training run (collection, the
+    run read compact, groups over two epochs, memory-mapped tokens, first batches) and then
+    irdistill train itself for a step, at a toy size."""
+    spec = importlib.util.spec_from_file_location("scale", SCRIPT.with_name("scale.py"))
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    report = scale.main(["--training-path", "--candidates", "synthetic", "--sizes", "600",
+                         "--depth", "20", "--train-steps", "1", "--epochs", "2"])
+    (row,) = report["sizes"]
+    assert list(row["stages"]) == ["collection load", "run read", "groups (labels)", "tokenise",
+                                   "first 200 batches", "irdistill train (1 steps)"]
+    assert row["stages"]["tokenise"]["disk_mb"] > 0  # the token stores were written

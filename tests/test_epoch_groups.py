@@ -123,9 +123,10 @@ def test_a_data_path_over_its_memory_budget_stops_before_the_model_with_what_it_
     """data.max_memory_gb: the resident memory gained is checked after each stage of the data
     path (here made to grow 0.4 GiB a stage); over the budget, training stops there, before
     a model is loaded or a folder written."""
+    from toy_collection import write_toy_collection
+
     from irdistill.config import load_config
     from irdistill.train import engine, memory
-    from toy_collection import write_toy_collection
 
     toy = write_toy_collection(tmp_path / "toy")
     readings = iter(range(0, 100 * 2**30, 2**30 * 4 // 10))
@@ -142,3 +143,24 @@ def test_a_data_path_over_its_memory_budget_stops_before_the_model_with_what_it_
     assert not loaded and not (tmp_path / "run").exists()
     budget = memory.MemoryBudget(None)  # no limit: figures only
     assert budget.check("x") == pytest.approx(0.4) and budget.stages == {"x": 0.4}
+
+
+@pytest.mark.parametrize("mode", ["labels", "teacher_scores", "teacher_ranks"])
+def test_groups_from_a_compact_run_are_those_from_the_dict_run(tmp_path, mode):
+    """Training reads its candidates compact (irdistill.data.trec.CompactRun): every epoch's
+    groups, in training order, are those a dict run of the same file gives (ties included)."""
+    from irdistill.data.sampling import build_groups
+    from irdistill.data.trec import read_run, write_run
+
+    run, qrels = toy_run(n_queries=40, depth=30, seed=3)
+    for q in list(run)[:10]:  # ties at the cut-off and inside
+        run[q] = {d: round(s) for d, s in run[q].items()}
+    write_run(tmp_path / "run.trec", run, digits=9)
+    kinds = {}
+    for compact in (False, True):
+        given = read_run(tmp_path / "run.trec", depth=20, compact=compact)
+        arguments = {"run": given, "qrels": qrels, "negatives": 3, "depth": 20, "seed": 1}
+        build = partial(build_groups, mode, **arguments)
+        kinds[compact] = [key(g) for g in EpochGroups(lambda e: build(epoch=e), 3, seed=2)]
+    assert type(read_run(tmp_path / "run.trec", compact=True)).__name__ == "CompactRun"
+    assert kinds[True] == kinds[False] and len(kinds[True]) >= 60

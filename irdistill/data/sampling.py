@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irdistill.data.groups import Group  # noqa: F401  (re-exported: the groups of every mode)
-from irdistill.data.trec import Qrels, Run, ranked, read_run
+from irdistill.data.trec import Qrels, Run, query_ranking, read_run
 from irdistill.data.triples import TripleGroups
 from irdistill.errors import IrdistillError, unknown_name
 
@@ -165,7 +165,7 @@ def mining_options(data) -> dict:
                     margin=data.false_negative_margin,
                     relative_margin=data.false_negative_relative_margin)
     if mining.filters:
-        mining.teacher = read_run(data.teacher_run)
+        mining.teacher = read_run(data.teacher_run, compact=True)
     return {"mining": mining}
 
 
@@ -186,7 +186,7 @@ def label_groups(run: Run, qrels: Qrels, *, negatives: int = 7, depth: int = 100
         if not positives:
             skipped_no_pos += 1
             continue
-        ranking = ranked(run[qid], depth)
+        ranking = query_ranking(run, qid, depth)
         if mining is not None and mining.rank_range is not None:
             ranking = ranking[mining.rank_range[0]:mining.rank_range[1]]
         candidates = [d for d, _ in ranking if judged.get(d, 0) <= 0]
@@ -285,7 +285,7 @@ def teacher_groups(run: Run, qrels: Qrels | None, *, targets: str, negatives: in
     groups = []
     skipped = 0
     for qid in sorted(run):
-        ranking = ranked(run[qid], depth)
+        ranking = query_ranking(run, qid, depth)
         value = {d: (float(score) if targets == "scores" else float(depth - rank + 1))
                  for rank, (d, score) in enumerate(ranking, start=1)}
         docs = [d for d, _ in ranking]

@@ -30,7 +30,7 @@ import torch
 
 from irdistill.config import Config, dev_source
 from irdistill.data.collection import Collection, load_collection
-from irdistill.data.trec import Qrels, Run, read_run
+from irdistill.data.trec import Qrels, Run, drop_queries, read_run, select_queries
 from irdistill.distributed import broadcast, gather, is_distributed, rank, world_size
 from irdistill.errors import IrdistillError
 from irdistill.evaluation.metrics import evaluate, parse_measures
@@ -124,9 +124,9 @@ def hold_out(config: Config, collection: Collection, run: Run) -> tuple[Run, lis
                 raise _missing_error(missing, "have no candidates in the training run",
                                      "give their candidates with data.dev_run")
         held = set(ids)
-        return {q: docs for q, docs in run.items() if q not in held}, sorted(held)
+        return drop_queries(run, held), sorted(held)
     if d.max_queries:  # the fraction is of the queries training would use
-        run = {q: run[q] for q in sorted(run)[: d.max_queries]}
+        run = select_queries(run, sorted(run)[: d.max_queries])
     pool = sorted(q for q in run if q in judged)
     if len(pool) < 2:
         raise IrdistillError(f"data.dev_fraction needs at least 2 training queries with a judged "
@@ -137,7 +137,7 @@ def hold_out(config: Config, collection: Collection, run: Run) -> tuple[Run, lis
     held = {pool[i] for i in rng.choice(len(pool), count, replace=False)}
     log.info("holding out %d of %d training queries for evaluation (data.dev_fraction=%g)",
              count, len(pool), d.dev_fraction)
-    return {q: docs for q, docs in run.items() if q not in held}, sorted(held)
+    return drop_queries(run, held), sorted(held)
 
 
 def _restrict(run: Run, ids: list[str]) -> Run:

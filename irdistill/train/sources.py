@@ -11,11 +11,13 @@ branches on the mode:
 * :class:`TripleSource` (``triples``): ``data.triples``, streamed as training goes.
 
 A source checks its inputs before anything is loaded (:meth:`~GroupSource.check_inputs`), reads
-its candidates (:meth:`~GroupSource.candidates`), gives the groups of every epoch
+its candidates (:meth:`~GroupSource.candidates`) as a :class:`~irdistill.data.trec.CompactRun`
+(numpy arrays, about 20 bytes a line where a dict run takes 200: training holds it, since the
+groups of every epoch are built from it), gives the groups of every epoch
 (:meth:`~GroupSource.groups`: :class:`~irdistill.train.data.EpochGroups`, built an epoch at a
-time), and names the files it read for provenance
-(:meth:`~GroupSource.files`). A builder registered for a source is called with that source's
-keyword arguments (:data:`BUILDER_ARGUMENTS`).
+time), and names the files it read for provenance (:meth:`~GroupSource.files`). A builder
+registered for a source is called with that source's keyword arguments
+(:data:`BUILDER_ARGUMENTS`).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from irdistill.config import Config, DataConfig
 from irdistill.data.collection import Collection
 from irdistill.data.groups import Group
 from irdistill.data.sampling import build_groups, mining_options, mode_source
-from irdistill.data.trec import Run, read_run
+from irdistill.data.trec import CompactRun, Run, read_run, select_queries
 from irdistill.errors import IrdistillError
 from irdistill.io import check_input_file
 from irdistill.provenance import file_fingerprint
@@ -43,7 +45,7 @@ BUILDER_ARGUMENTS = {
 
 def _select(run: Run, query_ids: list[str] | None) -> Run:
     """``run``'s queries of ``query_ids`` (all with None)."""
-    return run if query_ids is None else {q: run[q] for q in query_ids if q in run}
+    return run if query_ids is None else select_queries(run, query_ids)
 
 
 class GroupSource:
@@ -96,7 +98,7 @@ class GroupSource:
         all epochs (a fractional last epoch is cut); built an epoch at a time from ``run``,
         which they hold."""
         if config.data.max_queries:
-            run = {q: run[q] for q in sorted(run)[: config.data.max_queries]}
+            run = select_queries(run, sorted(run)[: config.data.max_queries])
         arguments = self.builder_arguments(run, collection, config)
         return EpochGroups(partial(build, config.data.mode, arguments=arguments),
                            config.train.epochs, config.train.seed)
@@ -133,11 +135,11 @@ class CandidateRunSource(GroupSource):
     def candidates(self, collection, depth=None, query_ids=None) -> Run:
         depth = depth or self.data.depth
         if self.data.run:
-            run = read_run(self.data.run, depth=depth)
+            run = read_run(self.data.run, depth=depth, compact=True)
             return _select(run, query_ids)
         if query_ids is None:
             query_ids = [q for q in sorted(collection.require_qrels()) if q in collection.queries]
-        return bm25_run(collection, k=depth, query_ids=query_ids)
+        return CompactRun.from_dict(bm25_run(collection, k=depth, query_ids=query_ids))
 
     def builder_arguments(self, run, collection, config) -> dict:
         return {**super().builder_arguments(run, collection, config),
@@ -157,7 +159,7 @@ class TeacherRunSource(GroupSource):
 
     def candidates(self, collection, depth=None, query_ids=None) -> Run:
         self.check_inputs()
-        run = read_run(self.data.teacher_run, depth=depth or self.data.depth)
+        run = read_run(self.data.teacher_run, depth=depth or self.data.depth, compact=True)
         return _select(run, query_ids)
 
 
