@@ -155,12 +155,12 @@ def test_torchrun_trains_with_two_processes(tiny_bert, scifact_available, tmp_pa
     """DDP on CPUs (gloo): 24 groups, 4 per process and step, 2 processes -> 3 steps; one
     log, one model, one config; both processes' RNG states in the checkpoint."""
     out_dir = tmp_path / "ddp"
-    torchrun(["train", "--output", str(out_dir), "--set", f"model.name={tiny_bert}",
-              "--set", "data.collection=beir/scifact/train", "--set", "data.max_queries=24",
-              "--set", "data.negatives=3", "--set", "data.depth=20",
-              "--set", "train.batch_size=4", "--set", "train.logging_steps=1",
-              "--set", "train.save_steps=2", "--set", "model.max_doc_length=32",
-              "--set", "train.group_by_length=true"], tmp_path)
+    out = torchrun(["train", "--output", str(out_dir), "--set", f"model.name={tiny_bert}",
+                    "--set", "data.collection=beir/scifact/train", "--set", "data.max_queries=24",
+                    "--set", "data.negatives=3", "--set", "data.depth=20",
+                    "--set", "train.batch_size=4", "--set", "train.logging_steps=1",
+                    "--set", "train.save_steps=2", "--set", "model.max_doc_length=32",
+                    "--set", "train.group_by_length=true"], tmp_path)
     steps = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps if "loss" in s] == [1, 2, 3]
     assert all(s["loss"] > 0 for s in steps if "loss" in s)
@@ -170,6 +170,11 @@ def test_torchrun_trains_with_two_processes(tiny_bert, scifact_available, tmp_pa
     assert {p.name for p in checkpoint.glob("rng_state*")} == {"rng_state_0.pth",
                                                                 "rng_state_1.pth"}
     assert not list(out_dir.glob("*.tmp")) and not (out_dir / "model.tmp").exists()
+    # the second process read the first one's candidates and tokens (shared, then removed)
+    assert "reading the candidates the first process saved" in out.stdout + out.stderr
+    assert out.stdout.count("building the token store") + out.stderr.count(
+        "building the token store") == 2  # queries and documents, once
+    assert not (out_dir / "candidates").exists() and not (out_dir / "tokens").exists()
 
 
 def test_torchrun_experiment_run_shares_the_work_and_writes_once(tiny_bert, beir_folder,

@@ -43,7 +43,7 @@ from transformers import TrainerState
 
 from irdistill.config import Config, TrainConfig, check_config, config_hash, resolve_stage
 from irdistill.data.collection import Collection, check_collection_spec, load_collection
-from irdistill.data.trec import Run
+from irdistill.data.trec import CompactRun, Run
 from irdistill.distributed import (is_distributed, is_main, main_process_first, wait_for_everyone,
                                    world_size)
 from irdistill.errors import IrdistillError
@@ -220,6 +220,22 @@ class GroupTrainer(BaseTrainer):
 
 
 
+def shared_candidates(source, collection: Collection, folder: RunFolder):
+    """The source's candidates; under DDP the main process reads (or retrieves) them and saves
+    them compact in ``folder.candidates``, and the other processes, run after it
+    (``main_process_first``), memory-map that copy: one copy in memory a machine, and BM25 run
+    once."""
+    if not is_distributed():
+        return source.candidates(collection)
+    if is_main():
+        run = source.candidates(collection)
+        compact = run if isinstance(run, CompactRun) else CompactRun.from_dict(run)
+        compact.save(folder.candidates)
+        return compact
+    log.info("reading the candidates the first process saved in %s", folder.candidates)
+    return CompactRun.load(folder.candidates, mmap=True)
+
+
 def token_stores(folder: RunFolder, encoder, collection, groups: EpochGroups,
                  show_progress: bool = False) -> tuple[TokenStore, TokenStore]:
     """The token stores of the groups' queries and documents in ``folder.tokens`` (see
@@ -327,7 +343,7 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
     budget = MemoryBudget(config.data.max_memory_gb)
     with main_process_first():  # under torchrun: caches (BM25, ir_datasets) are built once
         collection = collection or load_collection(config.data.collection, config.data.split)
-        run = run if given_run else source.candidates(collection)
+        run = run if given_run else shared_candidates(source, collection, folder)
         budget.check("reading the candidates")
         train_run, held = hold_out(config, collection, run)  # dev queries leave the groups
         dev = build_dev_set(config, collection, run, held, given_run)
@@ -432,7 +448,8 @@ def train(config: Config, output_dir: str | Path, *, collection: Collection | No
         folder.save_model(lambda tmp: model.save_pretrained(tmp, card=card))
         if outcome is not None:
             _record_outcome(folder, outcome)
-        shutil.rmtree(folder.tokens, ignore_errors=True)  # for resuming only
+        for shared in (folder.tokens, folder.candidates):  # for the run's processes only
+            shutil.rmtree(shared, ignore_errors=True)
     wait_for_everyone()  # every process returns once the model is there
     return folder.model
 

@@ -8,6 +8,8 @@ plots, resume) goes through :class:`RunFolder`::
     train_log.jsonl    one line per logging step and per evaluation
     checkpoints/       the Trainer's checkpoints (the newest complete one is resumed)
     tokens/            the token ids of the training texts, memory-mapped (removed at the end)
+    candidates/        under DDP, the candidate run the first process read, for the others
+                       (memory-mapped, removed at the end)
     model/             the final model, written to ``model.tmp/`` and renamed when complete
     stage-1/, ...      a multi-stage run: one such folder per stage, ``model`` a link to the last
                        stage's model
@@ -55,6 +57,7 @@ class RunFolder:
     checkpoints = _entry("checkpoints", "the Trainer's checkpoints")
     model = _entry("model", "the saved model (complete once it exists)")
     tokens = _entry("tokens", "token ids of the training texts (irdistill.train.tokens)")
+    candidates = _entry("candidates", "the candidate run under DDP, compact (for all ranks)")
 
     def finished(self) -> bool:
         return (self.root / self.marker).exists()
