@@ -87,18 +87,31 @@ def cut_to_tokens(tokenizer, texts: list[str], limit: int) -> list[str]:
 
 
 # -- workers (each in its own process) ---------------------------------------------------------
+def _sync(device: str) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously; a CPU has nothing to wait
+    for), so that a host clock read after it times the work."""
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def worker_peak(spec: dict) -> dict:
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[spec["dtype"]]
-    n = spec["size"]
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    n, device = spec["size"], spec.get("device", "cpu")
+    # random data (zeros run faster on some chips); fp32 on a GPU: full fp32, not TF32
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    _sync(device)
     best = float("inf")
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return {"gflops": 2 * n ** 3 / best / 1e9, "threads": torch.get_num_threads()}
 
@@ -108,15 +121,16 @@ def _st_model(spec: dict):
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
     kwargs = {"dtype": torch.bfloat16} if spec["precision"] == "bf16-full" else {}
-    return STCrossEncoder(spec["model"], device="cpu", max_length=spec["st_max_length"],
+    return STCrossEncoder(spec["model"], device=spec.get("device", "cpu"),
+                          max_length=spec["st_max_length"],
                           activation_fn=torch.nn.Identity(), model_kwargs=kwargs)
 
 
-def _autocast(precision: str):
+def _autocast(precision: str, device: str = "cpu"):
     import torch
 
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -133,7 +147,7 @@ def worker_infer(spec: dict) -> dict:
         encoded = st.tokenizer([q for q, _ in texts], [d for _, d in texts], truncation=True,
                                max_length=spec["st_max_length"])
         result["tokens"] = [len(ids) for ids in encoded["input_ids"]]
-        with _autocast(spec["precision"]):
+        with _autocast(spec["precision"], spec.get("device", "cpu")):
             st.predict(warm, batch_size=batch, show_progress_bar=False)
             start = time.perf_counter()
             cpu = time.process_time()
@@ -145,7 +159,7 @@ def worker_infer(spec: dict) -> dict:
         from irdistill.models.cross_encoder import CrossEncoder
 
         backend = spec.get("backend", "torch")
-        ce = CrossEncoder.from_pretrained(spec["model"], device="cpu",
+        ce = CrossEncoder.from_pretrained(spec["model"], device=spec.get("device", "cpu"),
                                           precision=None if spec["precision"] == "fp32"
                                           else spec["precision"])
         if backend in ("onnx", "onnx-int8"):
@@ -189,16 +203,18 @@ def worker_infer(spec: dict) -> dict:
     return result
 
 
-def _step_timer():
+def _step_timer(device: str = "cpu"):
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
-        """Time at the end of every optimizer step (data loading and collation included)."""
+        """Time at the end of every optimizer step (data loading and collation included; on a
+        GPU after the step's queued work has finished, both sides alike)."""
 
         def __init__(self):
             self.ends: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
+            _sync(device)
             self.ends.append(time.perf_counter())
 
     return StepTimer()
@@ -236,7 +252,8 @@ def st_infonce(st, groups: list[dict], kind: str):
 def worker_train(spec: dict) -> dict:
     import torch
 
-    timer = _step_timer()
+    device = spec.get("device", "cpu")
+    timer = _step_timer(device)
     groups = json.loads(Path(spec["groups"]).read_text())
     start = time.perf_counter()
     cpu = time.process_time()
@@ -247,7 +264,7 @@ def worker_train(spec: dict) -> dict:
         loss, dataset = st_infonce(st, groups, spec["st_loss"])
         args = CrossEncoderTrainingArguments(
             output_dir=str(Path(spec["out"]) / "checkpoints"), **spec["trainer_args"],
-            bf16=spec["precision"] == "bf16", use_cpu=True, save_strategy="no",
+            bf16=spec["precision"] == "bf16", use_cpu=device == "cpu", save_strategy="no",
             report_to="none", disable_tqdm=True)
         trainer = CrossEncoderTrainer(model=st, args=args, train_dataset=dataset, loss=loss,
                                       callbacks=[timer])
@@ -300,10 +317,11 @@ WORKERS = {"peak": worker_peak, "infer": worker_infer, "train": worker_train}
 def run_worker(spec: dict, in_process: bool) -> dict:
     if in_process:
         return WORKERS[spec["kind"]](spec)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if spec.get("device", "cpu") == "cpu":  # both sides on the CPU, also where a GPU is there
+        env["CUDA_VISIBLE_DEVICES"] = ""
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                         capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO) + os.pathsep
-                              + os.environ.get("PYTHONPATH", "")})
+                         capture_output=True, text=True, env=env)
     for line in reversed(out.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -386,7 +404,7 @@ def prepare(args, work: Path) -> dict:
 
 
 # -- report ------------------------------------------------------------------------------------
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
     import torch
 
     cpu = platform.processor() or "?"
@@ -405,7 +423,9 @@ def machine() -> dict:
             "transformers": transformers.__version__,
             "sentence_transformers": sentence_transformers.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "load_average": os.getloadavg()}
+            "load_average": os.getloadavg(), "device": device,
+            "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
+            "cuda": torch.version.cuda if device.startswith("cuda") else None}
 
 
 def ndcg10(keys, scores, qrels) -> float:
@@ -433,6 +453,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--depth", type=int, default=20, help="BM25 top-k of each query")
     parser.add_argument("--pairs", type=int, default=0, help="keep only the first N pairs")
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per inference batch")
+    parser.add_argument("--device", default="cpu",
+                        help="where both sides run: cpu (default; GPUs hidden from the workers) "
+                             "or cuda / cuda:N (model, batches and the matmul peak on that GPU)")
     parser.add_argument("--max-query-length", type=int, default=32)
     parser.add_argument("--max-doc-length", type=int, default=192)
     parser.add_argument("--precisions", default="fp32,bf16,bf16-full",
@@ -475,7 +498,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     quiet_ir_datasets()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    info = machine()
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA GPU is visible here")
+        if args.onnx == "auto":  # ONNX Runtime's rows run on the CPU: not this comparison
+            args.onnx = "no"
+    info = machine(args.device)
     info["command"] = "python benchmarks/speed.py " + " ".join(argv if argv is not None
                                                                else sys.argv[1:])
     print(header(info))
@@ -490,13 +520,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"prepared {len(data['keys'])} pairs ({args.queries} SciFact test queries x BM25 "
               f"top-{args.depth}) and {data['n_groups']} training groups of {args.group_size} "
               f"in {time.perf_counter() - start:.0f}s")
-        common = {"model": data["model"], "st_max_length": data["st_max_length"]}
+        common = {"model": data["model"], "st_max_length": data["st_max_length"],
+                  "device": args.device}
         precisions = [p for p in args.precisions.split(",") if p]
         for dtype in sorted({"bf16" if p.startswith("bf16") else "fp32" for p in precisions}
                             | {"fp32"}):
-            size = args.peak_size or (4096 if dtype == "fp32" else 6144)
-            r = run_worker({"kind": "peak", "dtype": dtype, "size": size, "repeats": 5},
-                           args.in_process)
+            size = args.peak_size or (8192 if args.device != "cpu" else 4096 if dtype == "fp32"
+                                      else 6144)
+            r = run_worker({"kind": "peak", "dtype": dtype, "size": size, "repeats": 5,
+                            "device": args.device}, args.in_process)
             results["peak"][dtype] = r.get("gflops")
             print(f"dense matmul peak {dtype}: {r.get('gflops', float('nan')):.0f} GFLOP/s")
 
@@ -615,8 +647,11 @@ def spread(r: dict) -> str:
 
 
 def header(info: dict) -> str:
+    gpu = (f"GPU: {info['gpu']} (CUDA {info['cuda']}), both sides on {info['device']}; "
+           if info.get("gpu") else "")
     return (f"# irdistill speed benchmark, {info['date']}\n"
-            f"machine: {info['cpu']} ({info['cores']} cores; {info['flags'] or 'no AVX-512'}), "
+            f"{gpu}machine: {info['cpu']} ({info['cores']} cores; "
+            f"{info['flags'] or 'no AVX-512'}), "
             f"torch {info['torch']} ({info['threads']} threads), transformers "
             f"{info['transformers']}, sentence-transformers {info['sentence_transformers']}, "
             f"Python {info['python']}; load average {info['load_average'][0]:.2f}\n"
